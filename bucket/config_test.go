@@ -1,0 +1,173 @@
+package bucket
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseConfig(t *testing.T) {
+	const doc = `
+buckets:
+  - name: github_api
+    schedule: "@every 1s"
+    amount: 5
+    maximum: 10
+    initial: 0
+    activities:
+      FetchRepo:
+      SearchCode: 3
+  - name: mailer
+    schedule: "0 * * * *"
+    timezone: Europe/Paris
+    amount: 1_000
+    maximum: 1000
+`
+	cfg, err := Parse("buckets.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := int64(0)
+	want := []Spec{
+		{Name: "github_api", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: &zero},
+		{Name: "mailer", Schedule: "0 * * * *", Timezone: "Europe/Paris", Amount: 1000, Maximum: 1000},
+	}
+	if !reflect.DeepEqual(cfg.Buckets, want) {
+		t.Errorf("Buckets = %+v, want %+v", cfg.Buckets, want)
+	}
+	wantGuards := map[string]Guard{
+		"FetchRepo":  {Bucket: "github_api", Cost: 1},
+		"SearchCode": {Bucket: "github_api", Cost: 3},
+	}
+	if !reflect.DeepEqual(cfg.Guards, wantGuards) {
+		t.Errorf("Guards = %v, want %v", cfg.Guards, wantGuards)
+	}
+	if s, ok := cfg.Bucket("mailer"); !ok || s.InitialTokens() != 1000 {
+		t.Errorf("Bucket(mailer) = %+v, %v; want initial tokens 1000", s, ok)
+	}
+	if _, ok := cfg.Bucket("nope"); ok {
+		t.Error("Bucket(nope) found a bucket")
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	const valid = "    schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n"
+	tests := []struct {
+		name string
+		doc  string
+		want []string // each error message, in order
+	}{
+		{"empty file", "", []string{
+			`b.yaml: buckets: is required: the file declares no buckets`}},
+		{"syntax", "buckets:\n  - name: a\n    schedule: \"@hourly\n", []string{
+			`b.yaml:3: found unexpected end of stream`}},
+		{"not a mapping", "- a\n", []string{
+			`b.yaml:1: the file must be a mapping with a buckets list`}},
+		{"unknown top-level field", "bucket: []\n", []string{
+			`b.yaml:1: bucket: is not a known field; the file holds a buckets list`,
+			`b.yaml:1: buckets: is required`}},
+		{"buckets not a list", "buckets: {a: 1}\n", []string{
+			`b.yaml:1: buckets: must be a list of buckets`}},
+		{"bucket not a mapping", "buckets:\n  - just_a_name\n", []string{
+			`b.yaml:2: buckets[0]: must be a mapping with name, schedule, amount and maximum`}},
+		{"missing fields", "buckets:\n  - name: a\n", []string{
+			`b.yaml:2: bucket "a": schedule: is required`,
+			`b.yaml:2: bucket "a": amount: is required`,
+			`b.yaml:2: bucket "a": maximum: is required`}},
+		{"missing name", "buckets:\n  - schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:2: bucket "buckets[0]": name: is required`}},
+		{"unknown field", "buckets:\n  - name: a\n" + valid + "    burst: 5\n", []string{
+			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial and activities`}},
+		{"bad name", "buckets:\n  - name: a-b/c\n" + valid, []string{
+			`b.yaml:2: bucket "a-b/c": name: "a-b/c" may hold only letters, digits and '_'`}},
+		{"duplicate name", "buckets:\n  - name: a\n" + valid + "  - name: a\n" + valid, []string{
+			`b.yaml:6: bucket "a": name: "a" is declared twice (first at line 2)`}},
+		{"duplicate key", "buckets:\n  - name: a\n" + valid + "    amount: 2\n", []string{
+			`b.yaml:6: bucket "a": amount: is set twice (first at line 4)`}},
+		{"six-field cron", "buckets:\n  - name: a\n    schedule: \"0 * * * * *\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: "0 * * * * *" has 6 fields: Temporal reads a 6th field as the YEAR and robfig/cron reads a 1st as the SECOND, so tb accepts 5 fields (minute hour day-of-month month day-of-week); use @every <duration> for sub-minute refills`}},
+		{"bad timezone", "buckets:\n  - name: a\n" + valid + "    timezone: Mars/Olympus\n", []string{
+			`b.yaml:6: bucket "a": timezone: unknown time zone "Mars/Olympus"`}},
+		{"zero amount", "buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 0\n    maximum: 1\n", []string{
+			`b.yaml:4: bucket "a": amount: must be greater than 0, got 0`}},
+		{"negative maximum", "buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 1\n    maximum: -3\n", []string{
+			`b.yaml:5: bucket "a": maximum: must be greater than 0, got -3`}},
+		{"fractional amount", "buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 2.5\n    maximum: 1\n", []string{
+			`b.yaml:4: bucket "a": amount: must be a whole number, got "2.5"`}},
+		{"string maximum", "buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 1\n    maximum: lots\n", []string{
+			`b.yaml:5: bucket "a": maximum: must be a whole number, got "lots"`}},
+		{"huge maximum", "buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 1\n    maximum: 99999999999999999999\n", []string{
+			`b.yaml:5: bucket "a": maximum: must be a whole number, got "99999999999999999999"`}},
+		{"initial above maximum", "buckets:\n  - name: a\n" + valid + "    initial: 2\n", []string{
+			`b.yaml:6: bucket "a": initial: 2 is more than maximum (1)`}},
+		{"schedule not a string", "buckets:\n  - name: a\n    schedule: [1]\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: must be a string`}},
+		{"activities not a mapping", "buckets:\n  - name: a\n" + valid + "    activities: [Fetch]\n", []string{
+			`b.yaml:6: bucket "a": activities: must map activity types to their cost, e.g. {FetchRepo: 1}`}},
+		{"activity cost too high", "buckets:\n  - name: a\n" + valid + "    activities:\n      Fetch: 2\n", []string{
+			`b.yaml:7: bucket "a": activities.Fetch: cost 2 is more than the bucket's maximum (1), so it could never be granted`}},
+		{"activity cost zero", "buckets:\n  - name: a\n" + valid + "    activities:\n      Fetch: 0\n", []string{
+			`b.yaml:7: bucket "a": activities.Fetch: cost must be greater than 0, got 0`}},
+		{"activity in two buckets", "buckets:\n  - name: a\n" + valid + "    activities: {Fetch: 1}\n  - name: b\n" + valid + "    activities: {Fetch: 1}\n", []string{
+			`b.yaml:11: bucket "b": activities.Fetch: is already guarded by bucket "a" (line 6); an activity type draws from one bucket`}},
+		{"several errors", "buckets:\n  - name: a\n    schedule: \"@every 100ms\"\n    amount: 0\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: "@every 100ms": Temporal Schedules refuse intervals under 1s`,
+			`b.yaml:4: bucket "a": amount: must be greater than 0, got 0`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("b.yaml", []byte(tt.doc))
+			if err == nil {
+				t.Fatalf("Parse = %+v, want errors %q", cfg, tt.want)
+			}
+			var verr ValidationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("Parse error %T is not a ValidationError: %v", err, err)
+			}
+			var got []string
+			for _, fe := range verr {
+				got = append(got, fe.Error())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("errors:\n got  %q\n want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFieldErrorIsReachable(t *testing.T) {
+	_, err := Parse("b.yaml", []byte("buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 0\n    maximum: 1\n"))
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("errors.As(%v, *FieldError) = false", err)
+	}
+	if fe.Bucket != "a" || fe.Field != "amount" || fe.Line != 4 {
+		t.Errorf("FieldError = %+v, want bucket a, field amount, line 4", fe)
+	}
+}
+
+func TestExampleFileIsValid(t *testing.T) {
+	cfg, err := Load("../" + DefaultFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Buckets) == 0 || len(cfg.Guards) == 0 {
+		t.Errorf("example declares %d buckets and %d guarded activities; want some of each", len(cfg.Buckets), len(cfg.Guards))
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("does-not-exist.yaml")
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want os.ErrNotExist", err)
+	}
+}
+
+func TestSpecValidateWithoutFile(t *testing.T) {
+	err := Spec{Name: "x y", Schedule: "@hourly", Amount: 1, Maximum: 1}.Validate()
+	if err == nil || !strings.HasPrefix(err.Error(), `bucket "x y": name: `) {
+		t.Errorf("Validate() = %v, want a name error without a file position", err)
+	}
+}

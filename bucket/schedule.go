@@ -1,0 +1,160 @@
+package bucket
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// A Schedule is a refill schedule that robfig/cron and Temporal Schedules read
+// the same way. Next returns the instants a Temporal Schedule built from
+// [Schedule.Cron] or [Schedule.Every] fires at.
+//
+// The accepted grammar is the intersection of the two readers:
+//
+//   - five-field cron: minute hour day-of-month month day-of-week;
+//   - the descriptors @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly;
+//   - "@every <duration>" with a whole number of seconds, at least 1s; Temporal aligns
+//     intervals to the Unix epoch, and so does Next;
+//   - an optional "CRON_TZ=<zone> " (or "TZ=") prefix, or the bucket's timezone field.
+type Schedule struct {
+	cron     string        // five-field cron or descriptor, without a time-zone prefix; "" for @every
+	every    time.Duration // > 0 for @every
+	location *time.Location
+	spec     *cron.SpecSchedule
+}
+
+var descriptors = map[string]bool{
+	"@yearly": true, "@annually": true, "@monthly": true, "@weekly": true,
+	"@daily": true, "@midnight": true, "@hourly": true,
+}
+
+var errUnknownZone = errors.New("unknown time zone")
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseSchedule parses a refill schedule. timezone is an IANA zone name, or ""
+// for UTC (Temporal's default; robfig/cron's default of the local zone is not used).
+func ParseSchedule(expr, timezone string) (*Schedule, error) {
+	expr = strings.TrimSpace(expr)
+	if expr == "" {
+		return nil, errors.New("is required")
+	}
+	if strings.HasPrefix(expr, "TZ=") || strings.HasPrefix(expr, "CRON_TZ=") {
+		prefix, rest, ok := strings.Cut(expr, " ")
+		if !ok {
+			return nil, fmt.Errorf("%q has a time zone but no schedule after it", expr)
+		}
+		_, zone, _ := strings.Cut(prefix, "=")
+		if timezone != "" && timezone != zone {
+			return nil, fmt.Errorf("names time zone %q but the timezone field says %q; keep one", zone, timezone)
+		}
+		timezone, expr = zone, strings.TrimSpace(rest)
+	}
+	loc := time.UTC
+	if timezone != "" {
+		var err error
+		if loc, err = time.LoadLocation(timezone); err != nil {
+			return nil, fmt.Errorf("%w %q", errUnknownZone, timezone)
+		}
+	}
+
+	if rest, ok := strings.CutPrefix(expr, "@every"); ok {
+		return parseEvery(expr, strings.TrimSpace(rest), loc)
+	}
+	if strings.HasPrefix(expr, "@") {
+		if !descriptors[expr] {
+			return nil, fmt.Errorf("unknown descriptor %q; use @yearly, @monthly, @weekly, @daily, @hourly or @every <duration>", expr)
+		}
+	} else if err := checkCronFields(expr); err != nil {
+		return nil, err
+	}
+	parsed, err := cronParser.Parse(expr)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %v", expr, err)
+	}
+	spec := parsed.(*cron.SpecSchedule)
+	spec.Location = loc
+	s := &Schedule{cron: expr, location: loc, spec: spec}
+	// robfig/cron gives up after five years; a spec like "0 0 30 2 *" never fires.
+	if s.Next(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
+		return nil, fmt.Errorf("%q never fires", expr)
+	}
+	return s, nil
+}
+
+func parseEvery(expr, arg string, loc *time.Location) (*Schedule, error) {
+	d, err := time.ParseDuration(arg)
+	if err != nil {
+		return nil, fmt.Errorf("%q: want @every <duration>, such as @every 10s or @every 1h30m", expr)
+	}
+	if d < time.Second {
+		return nil, fmt.Errorf("%q: Temporal Schedules refuse intervals under 1s", expr)
+	}
+	if d%time.Second != 0 {
+		return nil, fmt.Errorf("%q: the interval must be a whole number of seconds", expr)
+	}
+	return &Schedule{every: d, location: loc}, nil
+}
+
+// checkCronFields rejects what robfig/cron and Temporal would read differently.
+func checkCronFields(expr string) error {
+	fields := strings.Fields(expr)
+	switch len(fields) {
+	case 5:
+	case 6, 7:
+		return fmt.Errorf("%q has %d fields: Temporal reads a 6th field as the YEAR and robfig/cron reads a 1st as the SECOND, "+
+			"so tb accepts 5 fields (minute hour day-of-month month day-of-week); use @every <duration> for sub-minute refills", expr, len(fields))
+	default:
+		return fmt.Errorf("%q has %d fields; want 5: minute hour day-of-month month day-of-week", expr, len(fields))
+	}
+	if strings.ContainsAny(expr, "?LW#") {
+		return fmt.Errorf("%q uses ?, L, W or #, which Temporal does not read; use * or explicit values", expr)
+	}
+	dom, dow := fields[2], fields[4]
+	if !strings.HasPrefix(dom, "*") && !strings.HasPrefix(dow, "*") {
+		return fmt.Errorf("%q restricts both day-of-month and day-of-week: robfig/cron fires when either matches, "+
+			"Temporal only when both do; restrict one of them", expr)
+	}
+	return nil
+}
+
+// Next returns the first refill instant strictly after t, in UTC, or the zero
+// time if the schedule never fires again.
+func (s *Schedule) Next(t time.Time) time.Time {
+	if s.every > 0 {
+		// Temporal: ((ts-phase)/interval+1)*interval+phase over whole Unix seconds.
+		sec := int64(s.every / time.Second)
+		return time.Unix((floorDiv(t.Unix(), sec)+1)*sec, 0).UTC()
+	}
+	return s.spec.Next(t).UTC()
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// Cron returns the five-field cron or descriptor for a Temporal ScheduleSpec's
+// CronExpressions, without a time-zone prefix, or "" when the schedule is an interval.
+func (s *Schedule) Cron() string { return s.cron }
+
+// Every returns the interval of an @every schedule, or 0.
+func (s *Schedule) Every() time.Duration { return s.every }
+
+// TimeZone returns the IANA zone the schedule is read in ("UTC" by default).
+func (s *Schedule) TimeZone() string { return s.location.String() }
+
+// String returns the schedule as written, without a time-zone prefix.
+func (s *Schedule) String() string {
+	if s.every > 0 {
+		return "@every " + s.every.String()
+	}
+	return s.cron
+}

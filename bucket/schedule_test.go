@@ -1,0 +1,105 @@
+package bucket
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseScheduleAccepts(t *testing.T) {
+	from := time.Date(2026, 11, 26, 17, 33, 20, 500_000_000, time.UTC)
+	tests := []struct {
+		expr, tz string
+		want     []string // the next refills after from, RFC 3339 in UTC
+	}{
+		{"@every 1s", "", []string{"2026-11-26T17:33:21Z", "2026-11-26T17:33:22Z"}},
+		// Aligned to the Unix epoch, not to the moment of parsing.
+		{"@every 7s", "", []string{"2026-11-26T17:33:23Z", "2026-11-26T17:33:30Z"}},
+		{"@every 1h30m", "", []string{"2026-11-26T18:00:00Z", "2026-11-26T19:30:00Z"}},
+		{"*/15 * * * *", "", []string{"2026-11-26T17:45:00Z", "2026-11-26T18:00:00Z"}},
+		{"0 * * * *", "", []string{"2026-11-26T18:00:00Z", "2026-11-26T19:00:00Z"}},
+		{"@hourly", "", []string{"2026-11-26T18:00:00Z", "2026-11-26T19:00:00Z"}},
+		{"@daily", "", []string{"2026-11-27T00:00:00Z", "2026-11-28T00:00:00Z"}},
+		{"@midnight", "Europe/Paris", []string{"2026-11-26T23:00:00Z", "2026-11-27T23:00:00Z"}},
+		{"CRON_TZ=America/New_York 0 9 * * MON-FRI", "", []string{"2026-11-27T14:00:00Z", "2026-11-30T14:00:00Z"}},
+		{"TZ=Asia/Tokyo 30 8 1 * *", "Asia/Tokyo", []string{"2026-11-30T23:30:00Z", "2026-12-31T23:30:00Z"}},
+		{"0 0 1 1 *", "", []string{"2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"}},
+		{"@weekly", "", []string{"2026-11-29T00:00:00Z", "2026-12-06T00:00:00Z"}},
+		{"  5 4 * * sun  ", "", []string{"2026-11-29T04:05:00Z", "2026-12-06T04:05:00Z"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			s, err := ParseSchedule(tt.expr, tt.tz)
+			if err != nil {
+				t.Fatalf("ParseSchedule(%q, %q): %v", tt.expr, tt.tz, err)
+			}
+			at := from
+			for i, want := range tt.want {
+				at = s.Next(at)
+				if got := at.Format(time.RFC3339); got != want {
+					t.Errorf("refill %d: got %s, want %s", i+1, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestParseScheduleRejects(t *testing.T) {
+	tests := []struct {
+		expr, tz string
+		want     string // a part of the message
+	}{
+		{"", "", "is required"},
+		{"0 * * * * *", "", "Temporal reads a 6th field as the YEAR"},
+		{"0 0 * * * * 2027", "", "has 7 fields"},
+		{"* * *", "", "want 5"},
+		{"@every 500ms", "", "refuse intervals under 1s"},
+		{"@every 1500ms", "", "whole number of seconds"},
+		{"@every", "", "want @every <duration>"},
+		{"@every 1d", "", "want @every <duration>"},
+		{"@fortnightly", "", "unknown descriptor"},
+		{"0 0 1 * MON", "", "restricts both day-of-month and day-of-week"},
+		{"0 0 ? * MON", "", "uses ?, L, W or #"},
+		{"0 0 L * *", "", "uses ?, L, W or #"},
+		{"60 * * * *", "", "above maximum"},
+		{"0 0 30 2 *", "", "never fires"},
+		{"0 0 * * 7", "", "above maximum"},
+		{"@hourly", "Mars/Olympus", `unknown time zone "Mars/Olympus"`},
+		{"CRON_TZ=Europe/Paris @hourly", "Europe/Berlin", "keep one"},
+		{"CRON_TZ=Europe/Paris", "", "no schedule after it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			_, err := ParseSchedule(tt.expr, tt.tz)
+			if err == nil {
+				t.Fatalf("ParseSchedule(%q, %q) = nil error, want one containing %q", tt.expr, tt.tz, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseSchedule(%q, %q) = %q, want it to contain %q", tt.expr, tt.tz, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestScheduleAccessors(t *testing.T) {
+	s, err := ParseSchedule("CRON_TZ=Europe/Paris 0 9 * * *", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.Cron(), "0 9 * * *"; got != want {
+		t.Errorf("Cron() = %q, want %q", got, want)
+	}
+	if got, want := s.TimeZone(), "Europe/Paris"; got != want {
+		t.Errorf("TimeZone() = %q, want %q", got, want)
+	}
+	if s.Every() != 0 {
+		t.Errorf("Every() = %v, want 0", s.Every())
+	}
+	e, err := ParseSchedule("@every 90s", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Every() != 90*time.Second || e.Cron() != "" || e.String() != "@every 1m30s" || e.TimeZone() != "UTC" {
+		t.Errorf("@every 90s: Every=%v Cron=%q String=%q TimeZone=%q", e.Every(), e.Cron(), e.String(), e.TimeZone())
+	}
+}

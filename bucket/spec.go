@@ -1,0 +1,109 @@
+// Package bucket defines token buckets: their specification, the buckets.yaml
+// file that declares them, their refill schedules and the token arithmetic, with
+// the current time always passed in.
+package bucket
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// MaxTokens bounds amount and maximum so that token sums never overflow.
+const MaxTokens = 1 << 50
+
+// MaxNameLength bounds a bucket name; it becomes part of workflow and schedule IDs.
+const MaxNameLength = 128
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+// Spec declares one bucket: every Schedule tick adds Amount tokens, and the
+// bucket never holds more than Maximum.
+type Spec struct {
+	// Name identifies the bucket: letters, digits and '_' only.
+	Name string `json:"name"`
+	// Schedule is when refills happen; see [Schedule] for the grammar.
+	Schedule string `json:"schedule"`
+	// Timezone is the IANA zone Schedule is read in; "" means UTC.
+	Timezone string `json:"timezone,omitempty"`
+	// Amount is the number of tokens each tick adds.
+	Amount int64 `json:"amount"`
+	// Maximum is the capacity: tokens never exceed it.
+	Maximum int64 `json:"maximum"`
+	// Initial is the number of tokens a new bucket starts with; nil means Maximum.
+	Initial *int64 `json:"initial,omitempty"`
+}
+
+// InitialTokens returns the tokens a new bucket starts with.
+func (s Spec) InitialTokens() int64 {
+	if s.Initial != nil {
+		return *s.Initial
+	}
+	return s.Maximum
+}
+
+// ParseSchedule parses the spec's schedule in its time zone.
+func (s Spec) ParseSchedule() (*Schedule, error) { return ParseSchedule(s.Schedule, s.Timezone) }
+
+// Validate checks every field and returns a *ValidationError listing each
+// problem, or nil.
+func (s Spec) Validate() error {
+	var errs ValidationError
+	add := func(field string, err error) {
+		errs = append(errs, &FieldError{Bucket: s.Name, Field: field, Err: err})
+	}
+	switch {
+	case s.Name == "":
+		add("name", errors.New("is required"))
+	case len(s.Name) > MaxNameLength:
+		add("name", fmt.Errorf("is longer than %d characters", MaxNameLength))
+	case !nameRE.MatchString(s.Name):
+		add("name", fmt.Errorf("%q may hold only letters, digits and '_'", s.Name))
+	}
+	if _, err := s.ParseSchedule(); err != nil {
+		field := "schedule"
+		if s.Timezone != "" && errors.Is(err, errUnknownZone) {
+			field = "timezone"
+		}
+		add(field, err)
+	}
+	if err := checkCount(s.Amount); err != nil {
+		add("amount", err)
+	}
+	if err := checkCount(s.Maximum); err != nil {
+		add("maximum", err)
+	}
+	if s.Initial != nil {
+		switch i := *s.Initial; {
+		case i < 0:
+			add("initial", fmt.Errorf("must not be negative, got %d", i))
+		case s.Maximum > 0 && i > s.Maximum:
+			add("initial", fmt.Errorf("%d is more than maximum (%d)", i, s.Maximum))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+func checkCount(n int64) error {
+	switch {
+	case n <= 0:
+		return fmt.Errorf("must be greater than 0, got %d", n)
+	case n > MaxTokens:
+		return fmt.Errorf("must be at most %d, got %d", int64(MaxTokens), n)
+	}
+	return nil
+}
+
+// CheckCost reports whether cost is a valid request against a bucket of the given maximum.
+func CheckCost(cost, maximum int64) error {
+	switch {
+	case cost <= 0:
+		return fmt.Errorf("cost must be greater than 0, got %d", cost)
+	case cost > maximum:
+		return fmt.Errorf("cost %d is more than the bucket's maximum (%d), so it could never be granted", cost, maximum)
+	}
+	return nil
+}

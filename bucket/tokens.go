@@ -1,0 +1,222 @@
+package bucket
+
+import (
+	"fmt"
+	"time"
+)
+
+// Forecast tuning. A refill that is due but has not arrived yet is expected
+// within LateRefillRetry for LateRefillGrace after its nominal time (plus the
+// usual lag); after that it is taken as missed and the next tick is expected.
+const (
+	LateRefillRetry = 100 * time.Millisecond
+	LateRefillGrace = 2 * time.Second
+	// MaxRefillLag caps the measured delay between a tick's nominal time and
+	// its arrival, so a catch-up tick after an outage does not skew forecasts.
+	MaxRefillLag = 2 * time.Second
+	// NeverRetryAfter is the retry-after given when the schedule never fires again.
+	NeverRetryAfter = 24 * time.Hour
+
+	maxForecastTicks = 10_000
+)
+
+// State is what a bucket remembers between requests. It is a plain value so
+// that it can be carried across continue-as-new.
+type State struct {
+	// Tokens available now; 0 ≤ Tokens ≤ Maximum.
+	Tokens int64 `json:"tokens"`
+	// LastTick is the nominal time of the latest scheduled refill applied.
+	LastTick time.Time `json:"lastTick,omitzero"`
+	// LastRefill is when the latest refill of any kind was applied.
+	LastRefill time.Time `json:"lastRefill,omitzero"`
+	// RefillLag is the smoothed delay between a tick's nominal time and its arrival.
+	RefillLag time.Duration `json:"refillLag,omitempty"`
+	// Granted and Denied count tokens granted and refused over the bucket's life.
+	Granted int64 `json:"granted"`
+	Denied  int64 `json:"denied"`
+}
+
+// A Result is the outcome of one request.
+type Result struct {
+	// Granted reports whether the tokens were taken.
+	Granted bool `json:"granted"`
+	// Remaining is the number of tokens left once this request was handled.
+	Remaining int64 `json:"remaining"`
+	// RetryAfter is, when not granted, how long until the bucket is expected to
+	// hold this request's tokens, counting the requests ahead of it.
+	RetryAfter time.Duration `json:"retryAfter,omitempty"`
+}
+
+// A Bucket is a token bucket: a spec, its parsed schedule and its state.
+// Methods take the current time; a Bucket never reads the clock.
+type Bucket struct {
+	State
+	spec  Spec
+	sched *Schedule
+}
+
+// New returns a full bucket, or one holding spec.Initial tokens when set.
+func New(spec Spec) (*Bucket, error) {
+	return Restore(spec, State{Tokens: spec.InitialTokens()})
+}
+
+// Restore returns a bucket with the given state, its tokens clamped to [0, spec.Maximum].
+func Restore(spec Spec, st State) (*Bucket, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	sched, err := spec.ParseSchedule()
+	if err != nil {
+		return nil, err
+	}
+	b := &Bucket{State: st, spec: spec, sched: sched}
+	b.Tokens = clamp(b.Tokens, 0, spec.Maximum)
+	return b, nil
+}
+
+// Spec returns the bucket's spec.
+func (b *Bucket) Spec() Spec { return b.spec }
+
+// Schedule returns the bucket's parsed refill schedule.
+func (b *Bucket) Schedule() *Schedule { return b.sched }
+
+// Reconfigure changes amount, maximum and schedule, keeping the tokens
+// (clamped to a lowered maximum). The name cannot change.
+func (b *Bucket) Reconfigure(spec Spec) error {
+	if spec.Name != b.spec.Name {
+		return fmt.Errorf("bucket %q cannot be renamed to %q", b.spec.Name, spec.Name)
+	}
+	nb, err := Restore(spec, b.State)
+	if err != nil {
+		return err
+	}
+	*b = *nb
+	return nil
+}
+
+// Refill adds amount tokens, capped at the maximum, and returns how many were
+// added. tick is the nominal time of a scheduled refill, or zero for a manual one.
+func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
+	before := b.Tokens
+	b.Tokens = min(b.spec.Maximum, b.Tokens+clamp(amount, 0, MaxTokens))
+	b.LastRefill = now
+	if !tick.IsZero() && tick.After(b.LastTick) {
+		b.LastTick = tick
+		lag := clamp(now.Sub(tick), 0, MaxRefillLag)
+		if b.RefillLag == 0 {
+			b.RefillLag = lag
+		} else {
+			b.RefillLag = (b.RefillLag + lag) / 2
+		}
+	}
+	return b.Tokens - before
+}
+
+// Check reports whether the first valid request of costs can be granted now,
+// without changing the bucket. When it cannot, it also returns, for each
+// request, how long until its tokens are expected (0 for invalid costs).
+func (b *Bucket) Check(now time.Time, costs []int64) (bool, []time.Duration) {
+	valid := b.validIndexes(costs)
+	if len(valid) > 0 && costs[valid[0]] <= b.Tokens {
+		return true, nil
+	}
+	waits := make([]time.Duration, len(costs))
+	b.forecastInto(now, b.Tokens, costs, valid, waits)
+	return false, waits
+}
+
+// Take grants requests in order while tokens last. It stops at the first
+// request that does not fit, so a large request is never starved by smaller
+// ones behind it; the rest get a RetryAfter. A request whose cost fails
+// [CheckCost] is skipped: neither granted nor counted, with a zero RetryAfter.
+func (b *Bucket) Take(now time.Time, costs []int64) []Result {
+	results := make([]Result, len(costs))
+	valid := b.validIndexes(costs)
+	n := 0
+	for ; n < len(valid) && costs[valid[n]] <= b.Tokens; n++ {
+		c := costs[valid[n]]
+		b.Tokens -= c
+		b.Granted += c
+		results[valid[n]] = Result{Granted: true, Remaining: b.Tokens}
+	}
+	waits := make([]time.Duration, len(costs))
+	b.forecastInto(now, b.Tokens, costs, valid[n:], waits)
+	for _, i := range valid[n:] {
+		b.Denied += costs[i]
+		results[i].RetryAfter = waits[i]
+	}
+	for i := range results {
+		if !results[i].Granted {
+			results[i].Remaining = b.Tokens
+		}
+	}
+	return results
+}
+
+func (b *Bucket) validIndexes(costs []int64) []int {
+	valid := make([]int, 0, len(costs))
+	for i, c := range costs {
+		if CheckCost(c, b.spec.Maximum) == nil {
+			valid = append(valid, i)
+		}
+	}
+	return valid
+}
+
+// NextRefill returns when the next refill is expected to arrive: the nominal
+// tick time plus the measured lag, or shortly when a due tick is late.
+func (b *Bucket) NextRefill(now time.Time) time.Time {
+	_, arrival := b.nextArrival(now)
+	return arrival
+}
+
+// nextArrival returns the nominal time of the next refill and when it is
+// expected to be applied.
+func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
+	if !b.LastTick.IsZero() {
+		nominal = b.sched.Next(b.LastTick)
+		if nominal.IsZero() {
+			return nominal, nominal
+		}
+		due := nominal.Add(b.RefillLag)
+		switch late := now.Sub(due); {
+		case late < 0:
+			return nominal, due
+		case late < LateRefillGrace:
+			return nominal, now.Add(LateRefillRetry)
+		}
+		// Missed (schedule paused, outage): expect the next one from now.
+	}
+	nominal = b.sched.Next(now)
+	if nominal.IsZero() {
+		return nominal, nominal
+	}
+	return nominal, nominal.Add(b.RefillLag)
+}
+
+// forecastInto simulates refills from tokens, granting the requests costs[i]
+// for i in queue in order as soon as each fits, and stores in waits[i] how
+// long each waits.
+func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue []int, waits []time.Duration) {
+	nominal, arrival := b.nextArrival(now)
+	for ticks := 0; len(queue) > 0 && ticks < maxForecastTicks && !nominal.IsZero(); ticks++ {
+		tokens = min(b.spec.Maximum, tokens+b.spec.Amount)
+		for ; len(queue) > 0 && costs[queue[0]] <= tokens; queue = queue[1:] {
+			tokens -= costs[queue[0]]
+			waits[queue[0]] = max(arrival.Sub(now), 0)
+		}
+		nominal = b.sched.Next(nominal)
+		arrival = nominal.Add(b.RefillLag)
+	}
+	last := NeverRetryAfter
+	if !nominal.IsZero() {
+		last = max(arrival.Sub(now), 0)
+	}
+	for _, i := range queue {
+		waits[i] = last
+	}
+}
+
+func clamp[T int64 | time.Duration](v, lo, hi T) T {
+	return max(lo, min(hi, v))
+}

@@ -1,0 +1,199 @@
+package bucket
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) // a whole minute, so also a tick of "@every 1s"
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func mustNew(t *testing.T, spec Spec) *Bucket {
+	t.Helper()
+	b, err := New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func ptr(v int64) *int64 { return &v }
+
+// perSecond is "5 per second, bursts of 5".
+var perSecond = Spec{Name: "s", Schedule: "@every 1s", Amount: 5, Maximum: 5}
+
+func TestTakeAndRefillSteps(t *testing.T) {
+	b := mustNew(t, perSecond)
+	type step struct {
+		at     time.Duration
+		refill bool // a scheduled refill whose nominal time is the whole second at or before at
+		take   []int64
+		want   []Result
+		tokens int64
+	}
+	s := time.Second
+	steps := []step{
+		{at: 100 * time.Millisecond, take: []int64{2, 2}, tokens: 1,
+			want: []Result{{Granted: true, Remaining: 3}, {Granted: true, Remaining: 1}}},
+		// Partial batch: the first fits, the second waits for the tick at 1s.
+		{at: 200 * time.Millisecond, take: []int64{1, 3, 1}, tokens: 0,
+			want: []Result{{Granted: true, Remaining: 0}, {Remaining: 0, RetryAfter: 800 * time.Millisecond}, {Remaining: 0, RetryAfter: 800 * time.Millisecond}}},
+		// Refill arrives 50ms after its nominal time: the lag is measured.
+		{at: s + 50*time.Millisecond, refill: true, tokens: 5},
+		// Head of line: 6 can never fit in this bucket (invalid, skipped); 4 is granted,
+		// then 3 does not fit and blocks the 1 behind it; both expect the 2s tick + lag.
+		{at: s + 60*time.Millisecond, take: []int64{6, 4, 3, 1}, tokens: 1,
+			want: []Result{{Remaining: 1}, {Granted: true, Remaining: 1}, {Remaining: 1, RetryAfter: 990 * time.Millisecond}, {Remaining: 1, RetryAfter: 990 * time.Millisecond}}},
+		// A refill never exceeds the maximum.
+		{at: 2*s + 50*time.Millisecond, refill: true, tokens: 5},
+		{at: 3*s + 50*time.Millisecond, refill: true, tokens: 5},
+	}
+	for i, st := range steps {
+		now := at(st.at)
+		if st.refill {
+			b.Refill(now, now.Truncate(time.Second), perSecond.Amount)
+		}
+		if st.take != nil {
+			got := b.Take(now, st.take)
+			if !reflect.DeepEqual(got, st.want) {
+				t.Errorf("step %d: Take(%v) = %+v, want %+v", i, st.take, got, st.want)
+			}
+		}
+		if b.Tokens != st.tokens {
+			t.Errorf("step %d: tokens = %d, want %d", i, b.Tokens, st.tokens)
+		}
+	}
+	if b.Granted != 2+2+1+4 || b.Denied != 3+1+3+1 {
+		t.Errorf("granted %d, denied %d; want 9 and 8", b.Granted, b.Denied)
+	}
+	if b.RefillLag != 50*time.Millisecond {
+		t.Errorf("RefillLag = %v, want 50ms", b.RefillLag)
+	}
+}
+
+func TestRefillReturnsAdded(t *testing.T) {
+	b := mustNew(t, Spec{Name: "r", Schedule: "@hourly", Amount: 4, Maximum: 10, Initial: ptr(7)})
+	if got := b.Refill(t0, time.Time{}, 4); got != 3 || b.Tokens != 10 {
+		t.Errorf("Refill = %d, tokens %d; want 3 and 10", got, b.Tokens)
+	}
+	if !b.LastTick.IsZero() || b.LastRefill != t0 {
+		t.Errorf("a manual refill set LastTick %v / LastRefill %v", b.LastTick, b.LastRefill)
+	}
+	if got := b.Refill(t0, time.Time{}, -5); got != 0 || b.Tokens != 10 {
+		t.Errorf("negative refill: added %d, tokens %d; want 0 and 10", got, b.Tokens)
+	}
+}
+
+func TestRetryAfterCountsRequestsAhead(t *testing.T) {
+	// 2 tokens now, 5 a tick, at most 5: costs 3,3,3,3 need ticks 1,2,3,3.
+	b := mustNew(t, Spec{Name: "q", Schedule: "@every 10s", Amount: 5, Maximum: 5, Initial: ptr(2)})
+	ok, waits := b.Check(at(time.Second), []int64{3, 3, 3, 3})
+	want := []time.Duration{9 * time.Second, 19 * time.Second, 29 * time.Second, 39 * time.Second}
+	// tick 1: 5 → 3 granted, 2 left; tick 2: 5 (capped) → 3 granted, 2 left; and so on.
+	if ok || !reflect.DeepEqual(waits, want) {
+		t.Errorf("Check = %v, %v; want false, %v", ok, waits, want)
+	}
+	if b.Tokens != 2 || b.Denied != 0 {
+		t.Errorf("Check changed the bucket: tokens %d, denied %d", b.Tokens, b.Denied)
+	}
+}
+
+func TestRetryAfterUsesCapacity(t *testing.T) {
+	// Maximum 10, amount 10, 5 tokens: each tick refills to 10, so 8 and 8 take two ticks.
+	b := mustNew(t, Spec{Name: "c", Schedule: "@every 1s", Amount: 10, Maximum: 10, Initial: ptr(5)})
+	ok, waits := b.Check(t0, []int64{8, 8, 10})
+	want := []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}
+	if ok || !reflect.DeepEqual(waits, want) {
+		t.Errorf("Check = %v, %v; want false, %v", ok, waits, want)
+	}
+}
+
+func TestCheckGrantable(t *testing.T) {
+	b := mustNew(t, perSecond)
+	if ok, waits := b.Check(t0, []int64{0, 5}); !ok || waits != nil {
+		t.Errorf("Check skipping an invalid cost = %v, %v; want true, nil", ok, waits)
+	}
+	if ok, _ := b.Check(t0, []int64{0, -1}); ok {
+		t.Error("Check of invalid costs only = true")
+	}
+}
+
+func TestNextRefill(t *testing.T) {
+	b := mustNew(t, Spec{Name: "n", Schedule: "@every 10s", Amount: 1, Maximum: 1})
+	if got, want := b.NextRefill(at(3*time.Second)), at(10*time.Second); got != want {
+		t.Errorf("before any tick: NextRefill = %v, want %v", got, want)
+	}
+	b.Refill(at(10*time.Second+200*time.Millisecond), at(10*time.Second), 1)
+	tests := []struct {
+		now, want time.Duration
+	}{
+		{12 * time.Second, 20*time.Second + 200*time.Millisecond},                      // nominal + lag
+		{20*time.Second + 500*time.Millisecond, 20*time.Second + 600*time.Millisecond}, // due and late: soon
+		{25 * time.Second, 30*time.Second + 200*time.Millisecond},                      // missed: the next one
+	}
+	for _, tt := range tests {
+		if got, want := b.NextRefill(at(tt.now)), at(tt.want); got != want {
+			t.Errorf("NextRefill(t0+%v) = %v, want %v", tt.now, got.Sub(t0), want.Sub(t0))
+		}
+	}
+}
+
+func TestRefillLagIsCappedAndSmoothed(t *testing.T) {
+	b := mustNew(t, perSecond)
+	b.Refill(at(time.Hour), t0, 1) // a catch-up tick an hour late
+	if b.RefillLag != MaxRefillLag {
+		t.Errorf("lag = %v, want the cap %v", b.RefillLag, MaxRefillLag)
+	}
+	b.Refill(at(time.Hour+time.Second), at(time.Hour+time.Second), 1)
+	if b.RefillLag != MaxRefillLag/2 {
+		t.Errorf("lag = %v, want %v", b.RefillLag, MaxRefillLag/2)
+	}
+	// An older tick (delivered out of order) does not move LastTick back.
+	b.Refill(at(2*time.Hour), at(time.Minute), 1)
+	if b.LastTick != at(time.Hour+time.Second) {
+		t.Errorf("LastTick = %v, want t0+1h1s", b.LastTick.Sub(t0))
+	}
+}
+
+func TestReconfigure(t *testing.T) {
+	b := mustNew(t, Spec{Name: "x", Schedule: "@hourly", Amount: 10, Maximum: 10})
+	b.Take(t0, []int64{2})
+	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@every 1s", Amount: 3, Maximum: 20}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Tokens != 8 || b.Granted != 2 || b.Spec().Maximum != 20 || b.Schedule().Every() != time.Second {
+		t.Errorf("after raising maximum: tokens %d granted %d spec %+v", b.Tokens, b.Granted, b.Spec())
+	}
+	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@every 1s", Amount: 3, Maximum: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Tokens != 5 {
+		t.Errorf("after lowering maximum to 5: tokens %d, want 5", b.Tokens)
+	}
+	if err := b.Reconfigure(Spec{Name: "y", Schedule: "@hourly", Amount: 1, Maximum: 1}); err == nil || !strings.Contains(err.Error(), "renamed") {
+		t.Errorf("rename: err = %v", err)
+	}
+	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@hourly", Amount: 0, Maximum: 1}); err == nil || !strings.Contains(err.Error(), "amount") {
+		t.Errorf("invalid spec: err = %v", err)
+	}
+	if b.Tokens != 5 || b.Spec().Maximum != 5 {
+		t.Errorf("a refused reconfigure changed the bucket: tokens %d spec %+v", b.Tokens, b.Spec())
+	}
+}
+
+func TestRestoreClamps(t *testing.T) {
+	b, err := Restore(perSecond, State{Tokens: 99})
+	if err != nil || b.Tokens != 5 {
+		t.Errorf("Restore(99 tokens) = %v, %v; want 5 tokens", b, err)
+	}
+	b, err = Restore(perSecond, State{Tokens: -3})
+	if err != nil || b.Tokens != 0 {
+		t.Errorf("Restore(-3 tokens) = %v, %v; want 0 tokens", b, err)
+	}
+	if _, err := Restore(Spec{Name: "bad"}, State{}); err == nil {
+		t.Error("Restore of an invalid spec succeeded")
+	}
+}
