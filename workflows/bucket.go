@@ -1,0 +1,288 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/tokenbucket/tb/bucket"
+)
+
+// How long request and tick IDs are remembered for de-duplication. A retried
+// acquire or refill arrives within seconds; these bounds keep the state
+// carried across continue-as-new small.
+const (
+	grantedIDsKept   = 8192
+	grantedIDsMaxAge = time.Minute
+	tickIDsKept      = 512
+	tickIDsMaxAge    = 24 * time.Hour
+)
+
+// BucketWorkflow holds one bucket's tokens. It grants tokens through the
+// acquire update, adds them on the refill signal, changes shape through the
+// configure update, reports through the state query, and continues as new
+// before its history grows large, carrying its whole state.
+func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
+	w, err := newBucketWorkflow(in)
+	if err != nil {
+		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+	}
+	if err := w.register(ctx); err != nil {
+		return Status{}, err
+	}
+	refills := workflow.GetSignalChannel(ctx, RefillSignal)
+	for {
+		err := workflow.Await(ctx, func() bool {
+			return refills.Len() > 0 || w.retired || w.shouldContinueAsNew(ctx)
+		})
+		if err != nil {
+			return w.status(ctx), err
+		}
+		w.drain(ctx, refills)
+		if !w.retired && !w.shouldContinueAsNew(ctx) {
+			continue
+		}
+		// Let every handler finish, then take the signals that arrived meanwhile.
+		if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+			return w.status(ctx), err
+		}
+		w.drain(ctx, refills)
+		if w.retired {
+			return w.status(ctx), nil
+		}
+		return Status{}, workflow.NewContinueAsNewError(ctx, BucketWorkflowType, w.next(ctx))
+	}
+}
+
+type bucketWorkflow struct {
+	in      BucketInput
+	b       *bucket.Bucket
+	updates int // accepted in this run
+	retired bool
+}
+
+func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
+	var (
+		b   *bucket.Bucket
+		err error
+	)
+	if in.State != nil {
+		b, err = bucket.Restore(in.Spec, *in.State)
+	} else {
+		b, err = bucket.New(in.Spec)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if in.MaxUpdatesPerRun <= 0 {
+		in.MaxUpdatesPerRun = DefaultMaxUpdatesPerRun
+	}
+	in.Granted.Reindex()
+	in.Ticks.Reindex()
+	return &bucketWorkflow{in: in, b: b}, nil
+}
+
+func (w *bucketWorkflow) register(ctx workflow.Context) error {
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, AcquireUpdate, w.acquire,
+		workflow.UpdateHandlerOptions{Validator: w.validateAcquire}); err != nil {
+		return err
+	}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, ConfigureUpdate, w.configure,
+		workflow.UpdateHandlerOptions{Validator: w.validateConfigure}); err != nil {
+		return err
+	}
+	if err := workflow.SetUpdateHandler(ctx, RetireUpdate, w.retire); err != nil {
+		return err
+	}
+	return workflow.SetQueryHandler(ctx, StateQuery, func() (Status, error) { return w.status(ctx), nil })
+}
+
+func (w *bucketWorkflow) shouldContinueAsNew(ctx workflow.Context) bool {
+	return w.updates >= w.in.MaxUpdatesPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested()
+}
+
+// classify returns the cost to charge for each request: 0 (never granted) for
+// a duplicate of a granted request or an invalid one, which get their outcome here.
+func (w *bucketWorkflow) classify(batch AcquireBatch) (costs []int64, outcomes []Outcome, duplicates int) {
+	costs = make([]int64, len(batch.Requests))
+	outcomes = make([]Outcome, len(batch.Requests))
+	inBatch := make(map[string]bool, len(batch.Requests))
+	maximum := w.b.Spec().Maximum
+	for i, r := range batch.Requests {
+		switch {
+		case r.ID == "":
+			outcomes[i].Invalid = "request id is required"
+		case inBatch[r.ID]:
+			outcomes[i].Invalid = fmt.Sprintf("request id %q appears twice in one batch", r.ID)
+		case w.in.Granted.Has(r.ID):
+			outcomes[i].Granted = true
+			duplicates++
+		default:
+			if err := bucket.CheckCost(r.Cost, maximum); err != nil {
+				outcomes[i].Invalid = err.Error()
+			} else {
+				costs[i] = r.Cost
+			}
+		}
+		inBatch[r.ID] = true
+	}
+	return costs, outcomes, duplicates
+}
+
+// validateAcquire turns a batch away, writing no history, when none of it can
+// be granted now: the common case of an empty bucket.
+func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatch) error {
+	switch n := len(batch.Requests); {
+	case n == 0:
+		return invalidRequest("an acquire batch holds no requests")
+	case n > MaxBatch:
+		return invalidRequest(fmt.Sprintf("an acquire batch holds %d requests; the most is %d", n, MaxBatch))
+	case w.retired:
+		return temporal.NewApplicationError(fmt.Sprintf("bucket %q is retired", w.b.Spec().Name), ErrUnknownBucket)
+	}
+	costs, outcomes, duplicates := w.classify(batch)
+	if duplicates > 0 {
+		return nil
+	}
+	now := workflow.Now(ctx)
+	ok, waits := w.b.Check(now, costs)
+	if ok {
+		return nil
+	}
+	valid := 0
+	for i := range outcomes {
+		if outcomes[i].Invalid == "" {
+			outcomes[i].RetryAfter = waits[i]
+			valid++
+		}
+	}
+	if valid == 0 {
+		return invalidRequest(outcomes[0].Invalid)
+	}
+	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now)}
+	return temporal.NewApplicationErrorWithOptions(
+		fmt.Sprintf("bucket %q: %d tokens left, next refill expected in %v", w.b.Spec().Name, w.b.Tokens, waits[0].Round(time.Millisecond)),
+		ErrRateLimited,
+		temporal.ApplicationErrorOptions{Details: []any{resp}, Category: temporal.ApplicationErrorCategoryBenign})
+}
+
+// acquire grants requests in order while tokens last.
+func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (AcquireResponse, error) {
+	w.updates++
+	now := workflow.Now(ctx)
+	costs, outcomes, _ := w.classify(batch)
+	for i, r := range w.b.Take(now, costs) {
+		switch {
+		case r.Granted:
+			outcomes[i].Granted = true
+			w.in.Granted.Add(batch.Requests[i].ID, now)
+		case costs[i] > 0:
+			outcomes[i].RetryAfter = r.RetryAfter
+		}
+	}
+	w.b.Denied += max(batch.Rejected, 0)
+	if w.in.Granted.Len() > grantedIDsKept*5/4 {
+		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept)
+	}
+	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now)}, nil
+}
+
+func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {
+	if spec.Name != w.b.Spec().Name {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("bucket %q cannot be reconfigured as %q", w.b.Spec().Name, spec.Name), ErrInvalidSpec, nil)
+	}
+	if err := spec.Validate(); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+	}
+	return nil
+}
+
+// configure changes amount, maximum and schedule, keeping the tokens (clamped to a lowered maximum).
+func (w *bucketWorkflow) configure(ctx workflow.Context, spec bucket.Spec) (Status, error) {
+	w.updates++
+	if err := w.b.Reconfigure(spec); err != nil {
+		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+	}
+	w.in.Spec = spec
+	return w.status(ctx), nil
+}
+
+// retire ends the bucket workflow; tb sync-schedules uses it for buckets removed from buckets.yaml.
+func (w *bucketWorkflow) retire(ctx workflow.Context) (Status, error) {
+	w.updates++
+	w.retired = true
+	return w.status(ctx), nil
+}
+
+// drain applies every refill signal waiting in the channel.
+func (w *bucketWorkflow) drain(ctx workflow.Context, refills workflow.ReceiveChannel) {
+	var r Refill
+	for refills.ReceiveAsync(&r) {
+		w.refill(ctx, r)
+		r = Refill{}
+	}
+}
+
+func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
+	if r.ID != "" && w.in.Ticks.Has(r.ID) {
+		return
+	}
+	now := workflow.Now(ctx)
+	amount := r.Amount
+	if amount <= 0 {
+		amount = w.b.Spec().Amount
+	}
+	w.b.Refill(now, r.Tick, amount)
+	if r.ID != "" {
+		w.in.Ticks.Add(r.ID, now)
+		if w.in.Ticks.Len() > tickIDsKept*5/4 {
+			w.in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept)
+		}
+	}
+}
+
+// next returns the input of the next run: this run's whole state.
+func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
+	now := workflow.Now(ctx)
+	in := w.in
+	st := w.b.State
+	in.State = &st
+	in.Run++
+	in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept)
+	in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept)
+	return in
+}
+
+func (w *bucketWorkflow) status(ctx workflow.Context) Status {
+	return Status{
+		Spec:       w.b.Spec(),
+		State:      w.b.State,
+		NextRefill: w.b.NextRefill(workflow.Now(ctx)),
+		Run:        w.in.Run,
+		Updates:    w.updates,
+	}
+}
+
+func invalidRequest(msg string) error {
+	return temporal.NewNonRetryableApplicationError(msg, ErrInvalidRequest, nil)
+}
+
+// IsRateLimited reports whether err is a RateLimited ApplicationError and,
+// if so, returns its details.
+func IsRateLimited(err error) (AcquireResponse, bool) {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != ErrRateLimited {
+		return AcquireResponse{}, false
+	}
+	var resp AcquireResponse
+	if appErr.HasDetails() {
+		if err := appErr.Details(&resp); err != nil {
+			return AcquireResponse{}, true
+		}
+	}
+	return resp, true
+}

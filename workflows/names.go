@@ -1,0 +1,54 @@
+// Package workflows holds the bucket and refill workflows, the names and
+// payloads they answer to, and Register, which puts both on a worker.
+package workflows
+
+import (
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// Names of everything tb puts on a Temporal namespace.
+const (
+	// TaskQueue is where bucket and refill workflows run unless told otherwise.
+	TaskQueue = "tb"
+
+	BucketWorkflowType = "TokenBucket"
+	RefillWorkflowType = "TokenBucketRefill"
+
+	// BucketIDPrefix + bucket name is the ID of a bucket workflow.
+	BucketIDPrefix = "tb-bucket-"
+	// ScheduleIDPrefix + bucket name is the ID of its refill Schedule, and the
+	// prefix of the refill workflows that Schedule starts.
+	ScheduleIDPrefix = "tb-refill-"
+
+	AcquireUpdate   = "acquire"
+	ConfigureUpdate = "configure"
+	RetireUpdate    = "retire"
+	RefillSignal    = "refill"
+	StateQuery      = "state"
+)
+
+// Types of the ApplicationErrors tb returns; test for them with temporal.ApplicationError.Type.
+const (
+	// ErrRateLimited: the bucket holds too few tokens. Retryable; details hold an AcquireResponse.
+	ErrRateLimited = "RateLimited"
+	// ErrInvalidRequest: a request the bucket can never grant (bad cost, no ID). Not retryable.
+	ErrInvalidRequest = "InvalidRequest"
+	// ErrUnknownBucket: no bucket workflow by that name is running.
+	ErrUnknownBucket = "UnknownBucket"
+	// ErrInvalidSpec: a configure request with an invalid spec. Not retryable.
+	ErrInvalidSpec = "InvalidSpec"
+)
+
+// BucketID returns the workflow ID of the named bucket.
+func BucketID(name string) string { return BucketIDPrefix + name }
+
+// ScheduleID returns the ID of the named bucket's refill Schedule.
+func ScheduleID(name string) string { return ScheduleIDPrefix + name }
+
+// Register puts the bucket and refill workflows on a worker, which should
+// poll TaskQueue (or the queue the Schedules were created with).
+func Register(r worker.WorkflowRegistry) {
+	r.RegisterWorkflowWithOptions(BucketWorkflow, workflow.RegisterOptions{Name: BucketWorkflowType})
+	r.RegisterWorkflowWithOptions(RefillWorkflow, workflow.RegisterOptions{Name: RefillWorkflowType})
+}

@@ -1,0 +1,58 @@
+package workflows
+
+import "time"
+
+// Recent remembers IDs in the order they were added, forgetting the oldest
+// beyond a size or an age. It is a plain value so it can be carried across
+// continue-as-new.
+type Recent struct {
+	IDs []string `json:"ids,omitempty"`
+	// At holds, for each ID, when it was added, in Unix milliseconds of workflow time.
+	At []int64 `json:"at,omitempty"`
+
+	index map[string]struct{}
+}
+
+// Reindex rebuilds the lookup index from IDs; call it once after decoding.
+func (r *Recent) Reindex() {
+	r.index = make(map[string]struct{}, len(r.IDs))
+	for _, id := range r.IDs {
+		r.index[id] = struct{}{}
+	}
+}
+
+// Has reports whether id was added and not yet forgotten.
+func (r *Recent) Has(id string) bool {
+	_, ok := r.index[id]
+	return ok
+}
+
+// Add remembers id, added at now.
+func (r *Recent) Add(id string, now time.Time) {
+	if r.index == nil {
+		r.Reindex()
+	}
+	if r.Has(id) {
+		return
+	}
+	r.IDs = append(r.IDs, id)
+	r.At = append(r.At, now.UnixMilli())
+	r.index[id] = struct{}{}
+}
+
+// Trim forgets IDs older than maxAge before now, and the oldest beyond maxLen.
+func (r *Recent) Trim(now time.Time, maxAge time.Duration, maxLen int) {
+	oldest := now.Add(-maxAge).UnixMilli()
+	n := 0
+	for n < len(r.IDs) && (len(r.IDs)-n > maxLen || r.At[n] < oldest) {
+		delete(r.index, r.IDs[n])
+		n++
+	}
+	if n > 0 {
+		r.IDs = append([]string(nil), r.IDs[n:]...)
+		r.At = append([]int64(nil), r.At[n:]...)
+	}
+}
+
+// Len returns the number of IDs remembered.
+func (r *Recent) Len() int { return len(r.IDs) }

@@ -1,0 +1,94 @@
+package workflows
+
+import (
+	"time"
+
+	"github.com/tokenbucket/tb/bucket"
+)
+
+// BucketInput starts a bucket workflow, and carries its whole state across continue-as-new.
+type BucketInput struct {
+	Spec bucket.Spec `json:"spec"`
+	// State is nil for a new bucket, which starts with Spec's initial tokens.
+	State *bucket.State `json:"state,omitempty"`
+	// Granted holds the IDs of recently granted requests, and Ticks the IDs of
+	// recently applied refills, so a retry is applied once, even across runs.
+	Granted Recent `json:"granted,omitzero"`
+	Ticks   Recent `json:"ticks,omitzero"`
+	// Run counts the runs before this one.
+	Run int `json:"run,omitempty"`
+	// MaxUpdatesPerRun continues the bucket as new after that many accepted
+	// updates (default DefaultMaxUpdatesPerRun); Temporal refuses more than 2000.
+	MaxUpdatesPerRun int `json:"maxUpdatesPerRun,omitempty"`
+}
+
+// DefaultMaxUpdatesPerRun keeps a run well below Temporal's 2000 accepted updates.
+const DefaultMaxUpdatesPerRun = 1000
+
+// MaxBatch is the largest number of requests one acquire update may carry.
+const MaxBatch = 5000
+
+// AcquireRequest asks for Cost tokens. ID identifies the request so that a
+// retry is granted at most once; it must be unique per logical request.
+type AcquireRequest struct {
+	ID   string `json:"id"`
+	Cost int64  `json:"cost"`
+}
+
+// AcquireBatch is the argument of the acquire update: requests granted in order.
+type AcquireBatch struct {
+	Requests []AcquireRequest `json:"requests"`
+	// Rejected reports tokens the sender saw turned away by the update
+	// validator since its last accepted batch. A validator cannot change
+	// workflow state, so those denials are counted when they are reported here.
+	Rejected int64 `json:"rejected,omitempty"`
+}
+
+// Outcome is the answer to one request.
+type Outcome struct {
+	Granted bool `json:"granted,omitempty"`
+	// RetryAfter is, when not granted, how long until the bucket is expected
+	// to hold this request's tokens, counting the requests ahead of it.
+	RetryAfter time.Duration `json:"retryAfter,omitempty"`
+	// Invalid says why the request can never be granted.
+	Invalid string `json:"invalid,omitempty"`
+}
+
+// AcquireResponse answers an acquire update, and is the detail of a RateLimited error.
+type AcquireResponse struct {
+	// Results, one per request, in order.
+	Results []Outcome `json:"results"`
+	// Tokens left in the bucket.
+	Tokens int64 `json:"tokens"`
+	// NextRefill is when the next refill is expected.
+	NextRefill time.Time `json:"nextRefill,omitzero"`
+}
+
+// Refill is the refill signal.
+type Refill struct {
+	// ID makes the signal idempotent: a refill whose ID was seen recently is ignored.
+	ID string `json:"id"`
+	// Tick is the nominal time of a scheduled refill; zero for a manual one.
+	Tick time.Time `json:"tick,omitzero"`
+	// Amount of tokens to add; 0 means the bucket's amount.
+	Amount int64 `json:"amount,omitempty"`
+}
+
+// RefillInput is the argument a refill Schedule passes to each refill
+// workflow: the bucket's whole spec, so a missing bucket can be started, and
+// so tb sync-schedules can compare a Schedule against buckets.yaml.
+type RefillInput struct {
+	Spec bucket.Spec `json:"spec"`
+}
+
+// Status answers the state query.
+type Status struct {
+	Spec bucket.Spec `json:"spec"`
+	bucket.State
+	// NextRefill is when the next refill is expected.
+	NextRefill time.Time `json:"nextRefill,omitzero"`
+	// Run counts the continue-as-new runs before the current one.
+	Run int `json:"run"`
+	// Updates accepted in the current run.
+	Updates int `json:"updates"`
+}
