@@ -244,7 +244,7 @@ func TestDuplicateUpdateAndRequestIDs(t *testing.T) {
 	var first, again, sameRequest *updateResult
 	var st Status
 	h.at(10*time.Millisecond, func() { first = h.acquire("u1", req("a", 2)) })
-	h.at(20*time.Millisecond, func() { again = h.acquire("u1", req("a", 2)) })                  // the SDK retrying the same update
+	h.at(20*time.Millisecond, func() { again = h.acquire("u1", req("a", 2)) })                    // the SDK retrying the same update
 	h.at(30*time.Millisecond, func() { sameRequest = h.acquire("u2", req("a", 2), req("b", 3)) }) // a new update carrying a granted request
 	h.at(40*time.Millisecond, func() { st = h.state() })
 	h.run(BucketInput{Spec: spec5()}, 100*time.Millisecond)
@@ -265,10 +265,18 @@ func TestReconfigureKeepsTokens(t *testing.T) {
 	var lowered, raised, renamed, invalid *updateResult
 	var st Status
 	big := bucket.Spec{Name: "api", Schedule: "@hourly", Amount: 100, Maximum: 100, Initial: new(int64(40))}
-	h.at(10*time.Millisecond, func() { lowered = h.update(ConfigureUpdate, "c1", bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 5, Maximum: 25}) })
-	h.at(20*time.Millisecond, func() { raised = h.update(ConfigureUpdate, "c2", bucket.Spec{Name: "api", Schedule: "@every 2s", Amount: 7, Maximum: 50}) })
-	h.at(30*time.Millisecond, func() { renamed = h.update(ConfigureUpdate, "c3", bucket.Spec{Name: "other", Schedule: "@hourly", Amount: 1, Maximum: 1}) })
-	h.at(40*time.Millisecond, func() { invalid = h.update(ConfigureUpdate, "c4", bucket.Spec{Name: "api", Schedule: "0 * * * * *", Amount: 1, Maximum: 1}) })
+	h.at(10*time.Millisecond, func() {
+		lowered = h.update(ConfigureUpdate, "c1", bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 5, Maximum: 25})
+	})
+	h.at(20*time.Millisecond, func() {
+		raised = h.update(ConfigureUpdate, "c2", bucket.Spec{Name: "api", Schedule: "@every 2s", Amount: 7, Maximum: 50})
+	})
+	h.at(30*time.Millisecond, func() {
+		renamed = h.update(ConfigureUpdate, "c3", bucket.Spec{Name: "other", Schedule: "@hourly", Amount: 1, Maximum: 1})
+	})
+	h.at(40*time.Millisecond, func() {
+		invalid = h.update(ConfigureUpdate, "c4", bucket.Spec{Name: "api", Schedule: "0 * * * * *", Amount: 1, Maximum: 1})
+	})
 	h.at(50*time.Millisecond, func() { st = h.state() })
 	h.run(BucketInput{Spec: big}, 100*time.Millisecond)
 
