@@ -11,7 +11,7 @@ import (
 
 // A Schedule is a refill schedule that robfig/cron and Temporal Schedules read
 // the same way. Next returns the instants a Temporal Schedule built from
-// [Schedule.Cron] or [Schedule.Every] fires at.
+// [Schedule.Cron] or [Schedule.Every] fires at, daylight-saving changes included.
 //
 // The accepted grammar is the intersection of the two readers:
 //
@@ -111,8 +111,8 @@ func checkCronFields(expr string) error {
 	default:
 		return fmt.Errorf("%q has %d fields; want 5: minute hour day-of-month month day-of-week", expr, len(fields))
 	}
-	if strings.ContainsAny(expr, "?LW#") {
-		return fmt.Errorf("%q uses ?, L, W or #, which Temporal does not read; use * or explicit values", expr)
+	if strings.Contains(expr, "?") {
+		return fmt.Errorf("%q uses ?, which Temporal does not read; use *", expr)
 	}
 	dom, dow := fields[2], fields[4]
 	if !strings.HasPrefix(dom, "*") && !strings.HasPrefix(dow, "*") {
@@ -130,7 +130,10 @@ func (s *Schedule) Next(t time.Time) time.Time {
 		sec := int64(s.every / time.Second)
 		return time.Unix((floorDiv(t.Unix(), sec)+1)*sec, 0).UTC()
 	}
-	return s.spec.Next(t).UTC()
+	if next := calendarNext(s.spec, s.location, t); !next.IsZero() {
+		return next.UTC()
+	}
+	return time.Time{}
 }
 
 func floorDiv(a, b int64) int64 {

@@ -59,8 +59,9 @@ func TestParseScheduleRejects(t *testing.T) {
 		{"@every 1d", "", "want @every <duration>"},
 		{"@fortnightly", "", "unknown descriptor"},
 		{"0 0 1 * MON", "", "restricts both day-of-month and day-of-week"},
-		{"0 0 ? * MON", "", "uses ?, L, W or #"},
-		{"0 0 L * *", "", "uses ?, L, W or #"},
+		{"0 0 ? * MON", "", "uses ?, which Temporal does not read"},
+		{"0 0 L * *", "", `"0 0 L * *"`},
+		{"0 0 * * MON#2", "", `"0 0 * * MON#2"`},
 		{"60 * * * *", "", "above maximum"},
 		{"0 0 30 2 *", "", "never fires"},
 		{"0 0 * * 7", "", "above maximum"},
@@ -78,6 +79,26 @@ func TestParseScheduleRejects(t *testing.T) {
 				t.Errorf("ParseSchedule(%q, %q) = %q, want it to contain %q", tt.expr, tt.tz, err, tt.want)
 			}
 		})
+	}
+}
+
+// In a repeated hour Temporal fires once where robfig/cron's own Next fires
+// twice; Next follows Temporal.
+func TestNextAcrossDaylightSaving(t *testing.T) {
+	s, err := ParseSchedule("0 * * * *", "Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2027-10-31: 03:00 CEST (01:00Z) becomes 02:00 CET.
+	at := time.Date(2027, 10, 30, 23, 30, 0, 0, time.UTC)
+	var got []string
+	for range 3 {
+		at = s.Next(at)
+		got = append(got, at.Format(time.RFC3339))
+	}
+	want := []string{"2027-10-31T00:00:00Z", "2027-10-31T02:00:00Z", "2027-10-31T03:00:00Z"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("got %v, want %v", got, want)
 	}
 }
 
