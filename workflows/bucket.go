@@ -208,6 +208,9 @@ func (w *bucketWorkflow) configure(ctx workflow.Context, spec bucket.Spec) (Stat
 		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
 	}
 	w.in.Spec = spec
+	if err := workflow.UpsertMemo(ctx, map[string]any{SpecMemo: spec}); err != nil {
+		return Status{}, err
+	}
 	return w.status(ctx), nil
 }
 

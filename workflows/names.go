@@ -26,6 +26,14 @@ const (
 	RetireUpdate    = "retire"
 	RefillSignal    = "refill"
 	StateQuery      = "state"
+
+	// SpecMemo is the memo field holding a bucket workflow's current spec,
+	// readable without a worker.
+	SpecMemo = "tbSpec"
+	// OwnerMemo marks the Schedules tb created (value Owner); tb sync-schedules
+	// deletes no other.
+	OwnerMemo = "tbOwner"
+	Owner     = "tb"
 )
 
 // Types of the ApplicationErrors tb returns; test for them with temporal.ApplicationError.Type.

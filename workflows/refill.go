@@ -33,6 +33,7 @@ func RefillWorkflow(ctx workflow.Context, in RefillInput) error {
 		WorkflowID:            id,
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+		Memo:                  map[string]any{SpecMemo: in.Spec},
 	}), BucketWorkflowType, BucketInput{Spec: in.Spec})
 	if err := child.GetChildWorkflowExecution().Get(ctx, nil); err != nil && !temporal.IsWorkflowExecutionAlreadyStartedError(err) {
 		return fmt.Errorf("starting bucket %q: %w", in.Spec.Name, err)

@@ -1,0 +1,264 @@
+package interceptor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/tokenbucket/tb/workflows"
+)
+
+// Updater is the part of a Temporal client the Acquirer uses; client.Client implements it.
+type Updater interface {
+	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
+}
+
+// AcquirerOptions configure an Acquirer. The zero value is ready to use.
+type AcquirerOptions struct {
+	// MaxInFlight is how many acquire updates one bucket may have in flight
+	// from this process at once: 1 (the default) or 2. Temporal serves at most
+	// 10 in-flight updates per workflow and slows sharply beyond, so callers
+	// that arrive meanwhile wait and travel together in the next update.
+	MaxInFlight int
+	// MaxBatch caps the requests one update carries. Default and maximum: workflows.MaxBatch.
+	MaxBatch int
+	// Timeout bounds one acquire update, retries included. Default 10s.
+	Timeout time.Duration
+	// Unbatched sends one update per Acquire call, with no limit on updates in
+	// flight: what a naive limiter does. It exists to measure batching against.
+	Unbatched bool
+}
+
+// DefaultAcquireTimeout bounds an acquire update unless AcquirerOptions.Timeout says otherwise.
+const DefaultAcquireTimeout = 10 * time.Second
+
+// A Decision is a bucket's answer to one request.
+type Decision struct {
+	// Granted reports whether the tokens were taken.
+	Granted bool
+	// RetryAfter is, when not granted, how long until the bucket is expected
+	// to hold the tokens, counting requests ahead in the same batch.
+	RetryAfter time.Duration
+	// Tokens left in the bucket when it answered.
+	Tokens int64
+	// NextRefill is when the bucket expects its next refill.
+	NextRefill time.Time
+}
+
+// An Acquirer takes tokens from bucket workflows on behalf of every caller in
+// a process. Per bucket it keeps at most MaxInFlight acquire updates in
+// flight, and carries every caller that arrived meanwhile in the next one,
+// so the cost of an update round trip is shared by all waiting callers.
+// It is safe for concurrent use.
+type Acquirer struct {
+	c    Updater
+	opts AcquirerOptions
+
+	mu     sync.Mutex
+	queues map[string]*queue // by bucket name
+}
+
+type queue struct {
+	pending  []*call
+	inFlight int
+	// rejected counts tokens the bucket's validator turned away since the
+	// last accepted batch; the next batch reports them so the bucket counts them.
+	rejected int64
+}
+
+type call struct {
+	req  workflows.AcquireRequest
+	done chan outcome // buffered: the sender never blocks
+}
+
+type outcome struct {
+	d   Decision
+	err error
+}
+
+// NewAcquirer returns an Acquirer that sends updates through c.
+func NewAcquirer(c Updater, opts AcquirerOptions) (*Acquirer, error) {
+	if c == nil {
+		return nil, errors.New("interceptor: NewAcquirer needs a client")
+	}
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Acquirer{c: c, opts: opts, queues: map[string]*queue{}}, nil
+}
+
+func (o *AcquirerOptions) setDefaults() error {
+	switch {
+	case o.MaxInFlight == 0:
+		o.MaxInFlight = 1
+	case o.MaxInFlight < 0 || o.MaxInFlight > 2:
+		return fmt.Errorf("interceptor: MaxInFlight is %d; use 1 or 2", o.MaxInFlight)
+	}
+	if o.MaxBatch <= 0 || o.MaxBatch > workflows.MaxBatch {
+		o.MaxBatch = workflows.MaxBatch
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultAcquireTimeout
+	}
+	return nil
+}
+
+// Acquire asks the named bucket for cost tokens. id identifies the request:
+// acquiring again with an id already granted returns the grant without taking
+// more tokens, so a caller unsure of the outcome can safely ask again.
+//
+// A denial is a Decision, not an error. The error is an *temporal.ApplicationError
+// of type workflows.ErrInvalidRequest (never grantable) or ErrUnknownBucket, or
+// says why the bucket could not be reached; ctx's error when ctx ends first.
+// Tokens granted to a caller whose ctx has ended are not returned to the bucket.
+func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int64) (Decision, error) {
+	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost}, done: make(chan outcome, 1)}
+	if a.opts.Unbatched {
+		go a.send(bucketName, []*call{c}, 0)
+	} else {
+		a.enqueue(bucketName, c)
+	}
+	select {
+	case o := <-c.done:
+		return o.d, o.err
+	case <-ctx.Done():
+		a.forget(bucketName, c)
+		return Decision{}, ctx.Err()
+	}
+}
+
+func (a *Acquirer) enqueue(name string, c *call) {
+	a.mu.Lock()
+	q := a.queues[name]
+	if q == nil {
+		q = &queue{}
+		a.queues[name] = q
+	}
+	q.pending = append(q.pending, c)
+	start := q.inFlight < a.opts.MaxInFlight
+	if start {
+		q.inFlight++
+	}
+	a.mu.Unlock()
+	if start {
+		go a.drain(name, q)
+	}
+}
+
+// forget drops a call whose caller gave up, if it has not been sent yet.
+func (a *Acquirer) forget(name string, c *call) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if q := a.queues[name]; q != nil {
+		for i, p := range q.pending {
+			if p == c {
+				q.pending = append(q.pending[:i], q.pending[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// drain sends batches for one bucket until no caller waits.
+func (a *Acquirer) drain(name string, q *queue) {
+	for {
+		a.mu.Lock()
+		n := min(len(q.pending), a.opts.MaxBatch)
+		if n == 0 {
+			q.inFlight--
+			a.mu.Unlock()
+			return
+		}
+		batch := q.pending[:n:n]
+		q.pending = append([]*call(nil), q.pending[n:]...)
+		rejected := q.rejected
+		q.rejected = 0
+		a.mu.Unlock()
+
+		if unreported := a.send(name, batch, rejected); unreported > 0 {
+			a.mu.Lock()
+			q.rejected += unreported
+			a.mu.Unlock()
+		}
+	}
+}
+
+// send sends one acquire update and answers every call in it. It returns the
+// number of rejected tokens still to report: those it was given, unless the
+// update was accepted, plus any the validator turned away now.
+func (a *Acquirer) send(name string, batch []*call, rejected int64) (unreported int64) {
+	reqs := make([]workflows.AcquireRequest, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
+	}
+	resp, err := a.update(name, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
+	if denied, ok := workflows.IsRateLimited(err); ok {
+		resp, err, unreported = denied, nil, rejected
+		for _, r := range reqs {
+			unreported += r.Cost
+		}
+	} else if err != nil {
+		unreported = rejected
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.done <- outcome{err: err}
+			continue
+		}
+		d := Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill}
+		if i < len(resp.Results) {
+			r := resp.Results[i]
+			if r.Invalid != "" {
+				c.done <- outcome{err: temporal.NewNonRetryableApplicationError(
+					fmt.Sprintf("bucket %q: %s", name, r.Invalid), workflows.ErrInvalidRequest, nil)}
+				continue
+			}
+			d.Granted, d.RetryAfter = r.Granted, r.RetryAfter
+		}
+		c.done <- outcome{d: d}
+	}
+	return unreported
+}
+
+// update runs the acquire update, with the SDK's retries, within the timeout.
+func (a *Acquirer) update(name string, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
+	defer cancel()
+	var resp workflows.AcquireResponse
+	h, err := a.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		UpdateID:     uuid.NewString(),
+		WorkflowID:   workflows.BucketID(name),
+		UpdateName:   workflows.AcquireUpdate,
+		Args:         []any{batch},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = h.Get(ctx, &resp)
+	}
+	return resp, classify(name, err)
+}
+
+// classify turns the errors of an acquire update into the errors callers test for.
+func classify(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return err // RateLimited, InvalidRequest, UnknownBucket: the bucket's own answer
+	}
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return temporal.NewApplicationErrorWithCause(
+			fmt.Sprintf("bucket %q is not running (no workflow %s); run tb sync-schedules", name, workflows.BucketID(name)),
+			workflows.ErrUnknownBucket, err)
+	}
+	return fmt.Errorf("bucket %q: acquire failed: %w", name, err)
+}

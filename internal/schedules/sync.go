@@ -1,0 +1,370 @@
+package schedules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+
+	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/workflows"
+)
+
+// Refill Schedule policies: every tick starts its own refill workflow (one
+// slow refill must not skip the next), ticks missed during an outage are
+// caught up for a minute, and a refill that cannot reach its bucket gives up
+// after refillTimeout.
+const (
+	catchupWindow = time.Minute
+	refillTimeout = 10 * time.Minute
+)
+
+// Options configure Sync. The zero value is ready to use.
+type Options struct {
+	// TaskQueue is where refill and bucket workflows run. Default workflows.TaskQueue.
+	TaskQueue string
+	// DryRun computes the changes without making them.
+	DryRun bool
+	// Retire ends the bucket workflows of buckets no longer in the file. Without
+	// it their Schedules are deleted and the workflows keep their tokens.
+	Retire bool
+	// Concurrency bounds the buckets synced at once. Default 8.
+	Concurrency int
+}
+
+// An Action is what Sync did, or in a dry run would do, to a Schedule or a bucket workflow.
+type Action string
+
+const (
+	Unchanged Action = "unchanged"
+	Created   Action = "created"
+	Updated   Action = "updated"
+	Deleted   Action = "deleted"
+	Retired   Action = "retired"
+	Kept      Action = "kept" // a removed bucket's workflow, left running without --retire
+)
+
+// A Change reports one bucket.
+type Change struct {
+	Bucket   string `json:"bucket"`
+	Schedule Action `json:"schedule,omitempty"`
+	Workflow Action `json:"workflow,omitempty"`
+	// Details says what differs, e.g. "amount 5 → 10".
+	Details string `json:"details,omitempty"`
+	Err     error  `json:"-"`
+}
+
+// Sync makes the namespace's refill Schedules and bucket workflows match cfg:
+// it creates what is missing, updates what changed (a bucket keeps its
+// tokens), and deletes the Schedules tb owns whose bucket left the file. It
+// leaves alone every Schedule it did not create. Running it again changes nothing.
+//
+// It returns one Change per bucket, sorted by name, whatever failed; the error
+// joins every failure, each naming its bucket.
+func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options) ([]Change, error) {
+	if opts.TaskQueue == "" {
+		opts.TaskQueue = workflows.TaskQueue
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 8
+	}
+	s := &syncer{c: c, opts: opts}
+
+	want := map[string]bool{}
+	jobs := make([]func() Change, 0, len(cfg.Buckets))
+	for _, spec := range cfg.Buckets {
+		want[spec.Name] = true
+		jobs = append(jobs, func() Change { return s.apply(ctx, spec) })
+	}
+	gone, err := s.removed(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("listing the Schedules tb owns: %w", err)
+	}
+	for _, name := range gone {
+		jobs = append(jobs, func() Change { return s.remove(ctx, name) })
+	}
+
+	changes := make([]Change, len(jobs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, opts.Concurrency)
+	for i, job := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			changes[i] = job()
+			<-sem
+		}()
+	}
+	wg.Wait()
+
+	sort.Slice(changes, func(i, j int) bool { return changes[i].Bucket < changes[j].Bucket })
+	var errs []error
+	for _, ch := range changes {
+		if ch.Err != nil {
+			errs = append(errs, fmt.Errorf("bucket %q: %w", ch.Bucket, ch.Err))
+		}
+	}
+	return changes, errors.Join(errs...)
+}
+
+type syncer struct {
+	c    client.Client
+	opts Options
+}
+
+// apply brings one bucket's workflow and Schedule in line with spec.
+func (s *syncer) apply(ctx context.Context, spec bucket.Spec) Change {
+	ch := Change{Bucket: spec.Name}
+	var err error
+	if ch.Workflow, ch.Details, err = s.ensureWorkflow(ctx, spec); err != nil {
+		ch.Err = fmt.Errorf("bucket workflow: %w", err)
+		return ch
+	}
+	var details string
+	if ch.Schedule, details, err = s.ensureSchedule(ctx, spec); err != nil {
+		ch.Err = fmt.Errorf("refill Schedule: %w", err)
+	}
+	if ch.Details == "" {
+		ch.Details = details
+	}
+	return ch
+}
+
+// ensureWorkflow starts the bucket workflow, or reconfigures it when the spec
+// in its memo differs; reconfiguring keeps its tokens.
+func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, string, error) {
+	id := workflows.BucketID(spec.Name)
+	desc, err := s.c.DescribeWorkflowExecution(ctx, id, "")
+	var notFound *serviceerror.NotFound
+	switch {
+	case errors.As(err, &notFound):
+	case err != nil:
+		return "", "", err
+	case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+		var current bucket.Spec
+		if err := decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
+			return "", "", err
+		}
+		if sameSpec(current, spec) {
+			return Unchanged, "", nil
+		}
+		details := diff(current, spec)
+		if s.opts.DryRun {
+			return Updated, details, nil
+		}
+		h, err := s.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+			WorkflowID:   id,
+			UpdateName:   workflows.ConfigureUpdate,
+			Args:         []any{spec},
+			WaitForStage: client.WorkflowUpdateStageCompleted,
+		})
+		if err == nil {
+			err = h.Get(ctx, nil)
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("reconfiguring (is a tb worker polling task queue %q?): %w", s.opts.TaskQueue, err)
+		}
+		return Updated, details, nil
+	}
+	if s.opts.DryRun {
+		return Created, "", nil
+	}
+	_, err = s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                    id,
+		TaskQueue:             s.opts.TaskQueue,
+		Memo:                  map[string]any{workflows.SpecMemo: spec},
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+	}, workflows.BucketWorkflowType, workflows.BucketInput{Spec: spec})
+	if err != nil {
+		return "", "", fmt.Errorf("starting: %w", err)
+	}
+	return Created, "", nil
+}
+
+// ensureSchedule creates the refill Schedule, or updates it when its
+// arguments (which carry the spec) or task queue differ.
+func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, string, error) {
+	sched, err := spec.ParseSchedule()
+	if err != nil {
+		return "", "", err
+	}
+	action := &client.ScheduleWorkflowAction{
+		ID:                       workflows.ScheduleID(spec.Name),
+		Workflow:                 workflows.RefillWorkflowType,
+		Args:                     []any{workflows.RefillInput{Spec: spec}},
+		TaskQueue:                s.opts.TaskQueue,
+		WorkflowExecutionTimeout: refillTimeout,
+	}
+	h := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
+	desc, err := h.Describe(ctx)
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		if s.opts.DryRun {
+			return Created, "", nil
+		}
+		_, err := s.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+			ID:            workflows.ScheduleID(spec.Name),
+			Spec:          Spec(sched),
+			Action:        action,
+			Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL,
+			CatchupWindow: catchupWindow,
+			Memo:          map[string]any{workflows.OwnerMemo: workflows.Owner},
+			Note:          "Refills bucket " + spec.Name + "; managed by tb sync-schedules",
+		})
+		if err != nil {
+			return "", "", fmt.Errorf("creating: %w", err)
+		}
+		return Created, "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if !owned(desc.Memo) {
+		return "", "", fmt.Errorf("Schedule %s exists but was not created by tb; leaving it alone", workflows.ScheduleID(spec.Name))
+	}
+	current, queue, err := scheduledSpec(desc.Schedule.Action)
+	if err != nil {
+		return "", "", err
+	}
+	if sameSpec(current, spec) && queue == s.opts.TaskQueue {
+		return Unchanged, "", nil
+	}
+	details := diff(current, spec)
+	if queue != s.opts.TaskQueue {
+		details = strings.TrimPrefix(details+fmt.Sprintf(", task queue %s → %s", queue, s.opts.TaskQueue), ", ")
+	}
+	if s.opts.DryRun {
+		return Updated, details, nil
+	}
+	err = h.Update(ctx, client.ScheduleUpdateOptions{
+		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+			sc := in.Description.Schedule
+			newSpec := Spec(sched)
+			sc.Spec = &newSpec
+			sc.Action = action
+			return &client.ScheduleUpdate{Schedule: &sc}, nil
+		},
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("updating: %w", err)
+	}
+	return Updated, details, nil
+}
+
+// removed lists the buckets whose Schedules tb owns but which are not wanted.
+func (s *syncer) removed(ctx context.Context, want map[string]bool) ([]string, error) {
+	it, err := s.c.ScheduleClient().List(ctx, client.ScheduleListOptions{PageSize: 1000})
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return nil, err
+		}
+		name, ok := strings.CutPrefix(e.ID, workflows.ScheduleIDPrefix)
+		if ok && !want[name] && owned(e.Memo) {
+			gone = append(gone, name)
+		}
+	}
+	return gone, nil
+}
+
+// remove deletes a removed bucket's Schedule, and retires its workflow when asked to.
+func (s *syncer) remove(ctx context.Context, name string) Change {
+	ch := Change{Bucket: name, Schedule: Deleted, Workflow: Kept}
+	if s.opts.Retire {
+		ch.Workflow = Retired
+	}
+	if s.opts.DryRun {
+		return ch
+	}
+	if err := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(name)).Delete(ctx); err != nil {
+		var notFound *serviceerror.NotFound
+		if !errors.As(err, &notFound) {
+			ch.Schedule, ch.Err = "", fmt.Errorf("deleting refill Schedule: %w", err)
+			return ch
+		}
+	}
+	if !s.opts.Retire {
+		return ch
+	}
+	h, err := s.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID:   workflows.BucketID(name),
+		UpdateName:   workflows.RetireUpdate,
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	var notFound *serviceerror.NotFound
+	if err != nil && !errors.As(err, &notFound) {
+		ch.Workflow, ch.Err = "", fmt.Errorf("retiring bucket workflow: %w", err)
+	}
+	return ch
+}
+
+func owned(memo *commonpb.Memo) bool {
+	var owner string
+	return decodeMemo(memo, workflows.OwnerMemo, &owner) == nil && owner == workflows.Owner
+}
+
+func decodeMemo(memo *commonpb.Memo, key string, v any) error {
+	p, ok := memo.GetFields()[key]
+	if !ok {
+		return fmt.Errorf("memo has no %q", key)
+	}
+	return converter.GetDefaultDataConverter().FromPayload(p, v)
+}
+
+// scheduledSpec reads the spec and task queue out of a refill Schedule's action.
+func scheduledSpec(a client.ScheduleAction) (bucket.Spec, string, error) {
+	wa, ok := a.(*client.ScheduleWorkflowAction)
+	if !ok || len(wa.Args) != 1 {
+		return bucket.Spec{}, "", fmt.Errorf("the Schedule's action is not a refill workflow")
+	}
+	p, ok := wa.Args[0].(*commonpb.Payload)
+	if !ok {
+		return bucket.Spec{}, "", fmt.Errorf("the Schedule's argument is a %T", wa.Args[0])
+	}
+	var in workflows.RefillInput
+	if err := converter.GetDefaultDataConverter().FromPayload(p, &in); err != nil {
+		return bucket.Spec{}, "", fmt.Errorf("reading the Schedule's argument: %w", err)
+	}
+	return in.Spec, wa.TaskQueue, nil
+}
+
+// sameSpec compares specs, reading an unset initial as the maximum it defaults to.
+func sameSpec(a, b bucket.Spec) bool {
+	ai, bi := a.InitialTokens(), b.InitialTokens()
+	a.Initial, b.Initial = &ai, &bi
+	return reflect.DeepEqual(a, b)
+}
+
+// diff describes how b differs from a, e.g. "amount 5 → 10, maximum 5 → 20".
+func diff(a, b bucket.Spec) string {
+	var parts []string
+	add := func(field string, from, to any) {
+		if !reflect.DeepEqual(from, to) {
+			parts = append(parts, fmt.Sprintf("%s %v → %v", field, from, to))
+		}
+	}
+	add("schedule", a.Schedule, b.Schedule)
+	add("timezone", a.Timezone, b.Timezone)
+	add("amount", a.Amount, b.Amount)
+	add("maximum", a.Maximum, b.Maximum)
+	add("initial", a.InitialTokens(), b.InitialTokens())
+	return strings.Join(parts, ", ")
+}
