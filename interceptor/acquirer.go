@@ -50,6 +50,8 @@ type Decision struct {
 	Tokens int64
 	// NextRefill is when the bucket expects its next refill.
 	NextRefill time.Time
+	// LastRefill is when the bucket applied its latest refill before deciding.
+	LastRefill time.Time
 }
 
 // An Acquirer takes tokens from bucket workflows on behalf of every caller in
@@ -212,7 +214,7 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64) (unreported 
 			c.done <- outcome{err: err}
 			continue
 		}
-		d := Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill}
+		d := Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}
 		if i < len(resp.Results) {
 			r := resp.Results[i]
 			if r.Invalid != "" {

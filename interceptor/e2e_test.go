@@ -3,8 +3,11 @@ package interceptor_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,26 +26,34 @@ import (
 
 const appQueue = "app"
 
-// recorder is the guarded activity: it notes when each run starts.
+// recorder is the guarded activity: it notes when each run starts and which
+// refill of the bucket its token came from.
 type recorder struct {
 	mu     sync.Mutex
-	starts []time.Time
+	starts []start
+}
+
+type start struct {
+	at     time.Time // wall clock, as the activity began
+	refill time.Time // the bucket's latest refill when it granted the token
 }
 
 func (r *recorder) CallAPI(ctx context.Context) error {
 	now := time.Now()
+	grant, ok := interceptor.GrantFromContext(ctx)
+	if !ok {
+		return temporal.NewNonRetryableApplicationError("ran without a grant", "NoGrant", nil)
+	}
 	r.mu.Lock()
-	r.starts = append(r.starts, now)
+	r.starts = append(r.starts, start{at: now, refill: grant.LastRefill})
 	r.mu.Unlock()
 	return nil
 }
 
-func (r *recorder) sorted() []time.Time {
+func (r *recorder) all() []start {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := append([]time.Time(nil), r.starts...)
-	sort.Slice(s, func(i, j int) bool { return s[i].Before(s[j]) })
-	return s
+	return append([]start(nil), r.starts...)
 }
 
 // CallOnce runs the guarded activity with the retry policy tb recommends:
@@ -97,6 +108,11 @@ func runAll(ctx context.Context, c client.Client, prefix string, n int) error {
 // with 20 slots each share a bucket refilled with 5 tokens every second,
 // holding at most 5. No refill window may see more starts than the tokens it
 // had, and the backlog must drain within 1.5x the ideal time.
+//
+// A refill window runs from one refill the bucket applied to the next; each
+// start belongs to the window its token was granted in, which the grant
+// reports. (Counting by wall-clock start instead misplaces starts whose grant
+// reached the worker after the next refill; that count is logged.)
 func TestBacklogDrainsAtTheBucketRate(t *testing.T) {
 	const (
 		activities = 60
@@ -111,31 +127,60 @@ func TestBacklogDrainsAtTheBucketRate(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// Let three refills land on the full bucket first: they must not raise it above its maximum.
+	var firstTick time.Time
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		st, err := s.State(ctx, spec.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		if firstTick.IsZero() {
+			firstTick = st.LastTick
+		}
+		return !firstTick.IsZero() && st.LastTick.Sub(firstTick) >= 3*time.Second, fmt.Sprintf("last refill tick %v", st.LastTick)
+	})
 	begin := time.Now()
 	if err := runAll(ctx, s.Client, "drain", activities); err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(begin)
 
-	starts := rec.sorted()
+	starts := rec.all()
 	if len(starts) != activities {
 		t.Fatalf("%d activity bodies ran, want %d", len(starts), activities)
 	}
-	refills := refillTimes(t, s, spec.Name)
-	worst := checkWindows(t, starts, refills, maximum, maximum)
+	perWindow := map[time.Time]int{}
+	for _, st := range starts {
+		perWindow[st.refill]++
+	}
+	worst := 0
+	for refill, n := range perWindow {
+		worst = max(worst, n)
+		if n > maximum { // before the first refill the bucket held its initial tokens: also maximum
+			t.Errorf("%d starts in the refill window opened at %s; the bucket held at most %d", n, refill.Format("15:04:05.000"), maximum)
+		}
+	}
+	if st, err := s.State(ctx, spec.Name); err != nil || st.Granted != activities {
+		t.Errorf("the bucket granted %d tokens (%v); %d activities ran", st.Granted, err, activities)
+	}
 
 	ideal := time.Duration(activities-maximum) * time.Second / amount
-	t.Logf("drained %d activities in %v; ideal %v (%.2fx); most starts in one refill window: %d (tokens per window: %d)",
-		activities, elapsed.Round(time.Millisecond), ideal, float64(elapsed)/float64(ideal), worst, maximum)
+	t.Logf("drained %d activities in %v; ideal %v (%.2fx); most starts in one refill window: %d of %d tokens (by wall-clock start: %d)",
+		activities, elapsed.Round(time.Millisecond), ideal, float64(elapsed)/float64(ideal), worst, maximum, worstByClock(t, s, spec.Name, starts))
 	if elapsed > ideal*3/2 {
-		t.Errorf("drain took %v, more than 1.5x the ideal %v", elapsed, ideal)
+		if raceEnabled {
+			t.Logf("the race detector slows the in-process server; not holding the drain to 1.5x")
+		} else {
+			t.Errorf("drain took %v, more than 1.5x the ideal %v", elapsed, ideal)
+		}
 	}
 }
 
-// refillTimes returns when the bucket received each refill signal, from its history.
-func refillTimes(t *testing.T, s *tbtest.Server, name string) []time.Time {
+// worstByClock returns the most activity starts between two refill signals
+// as the bucket's history times them.
+func worstByClock(t *testing.T, s *tbtest.Server, name string, starts []start) int {
 	t.Helper()
-	var times []time.Time
+	var refills []time.Time
 	it := s.Client.GetWorkflowHistory(context.Background(), workflows.BucketID(name), "", false, 0)
 	for it.HasNext() {
 		e, err := it.Next()
@@ -143,38 +188,81 @@ func refillTimes(t *testing.T, s *tbtest.Server, name string) []time.Time {
 			t.Fatal(err)
 		}
 		if sig := e.GetWorkflowExecutionSignaledEventAttributes(); sig != nil && sig.SignalName == workflows.RefillSignal {
-			times = append(times, e.GetEventTime().AsTime())
+			refills = append(refills, e.GetEventTime().AsTime())
 		}
 	}
-	return times
+	sort.Slice(refills, func(i, j int) bool { return refills[i].Before(refills[j]) })
+	counts := make([]int, len(refills)+1)
+	for _, st := range starts {
+		counts[sort.Search(len(refills), func(i int) bool { return refills[i].After(st.at) })]++
+	}
+	return slices.Max(counts)
 }
 
-// checkWindows fails the test if the starts between two refills exceed the
-// tokens the bucket could hold, and returns the most starts seen in one window.
-func checkWindows(t *testing.T, starts, refills []time.Time, initial, maximum int) int {
-	t.Helper()
-	worst := 0
-	for i := -1; i < len(refills); i++ {
-		from, to, limit := time.Time{}, time.Time{}, maximum
-		if i < 0 {
-			to, limit = refills[0], initial
-		} else {
-			from = refills[i]
-			if i+1 < len(refills) {
-				to = refills[i+1]
-			}
+// TestContinueAsNewUnderConcurrentAcquires: 4 processes with 16 callers each
+// acquire random costs while the bucket continues as new every 10 updates.
+// Every granted token is deducted exactly once: asking again with a granted
+// request ID returns the grant without taking more.
+func TestContinueAsNewUnderConcurrentAcquires(t *testing.T) {
+	const (
+		processes = 4
+		callers   = 16
+		rounds    = 12
+		initial   = 1_000_000
+	)
+	s := tbtest.NewServer(t)
+	spec := bucket.Spec{Name: "can", Schedule: "@yearly", Amount: 1, Maximum: initial}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.BucketID(spec.Name), TaskQueue: workflows.TaskQueue},
+		workflows.BucketWorkflowType, workflows.BucketInput{Spec: spec, MaxUpdatesPerRun: 10}); err != nil {
+		t.Fatal(err)
+	}
+
+	var granted, asks atomic.Int64
+	var g errgroup.Group
+	for p := range processes {
+		acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{MaxInFlight: 2})
+		if err != nil {
+			t.Fatal(err)
 		}
-		n := 0
-		for _, st := range starts {
-			if !st.Before(from) && (to.IsZero() || st.Before(to)) {
-				n++
-			}
-		}
-		worst = max(worst, n)
-		if n > limit {
-			t.Errorf("%d starts between refill %d (%s) and the next; the bucket held at most %d",
-				n, i, from.Format("15:04:05.000"), limit)
+		for c := range callers {
+			g.Go(func() error {
+				rng := rand.New(rand.NewPCG(uint64(p), uint64(c)))
+				for r := range rounds {
+					id := fmt.Sprintf("p%d-c%d-r%d", p, c, r)
+					cost := rng.Int64N(3) + 1
+					for attempt := range 1 + rng.IntN(2) { // sometimes ask twice, as a caller unsure of the outcome would
+						asks.Add(1)
+						d, err := acq.Acquire(ctx, spec.Name, id, cost)
+						if err != nil {
+							return fmt.Errorf("%s attempt %d: %w", id, attempt, err)
+						}
+						if !d.Granted {
+							return fmt.Errorf("%s attempt %d: denied with %d tokens left", id, attempt, d.Tokens)
+						}
+						if attempt == 0 {
+							granted.Add(cost)
+						}
+					}
+				}
+				return nil
+			})
 		}
 	}
-	return worst
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.State(ctx, spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d acquires (%d tokens) across %d runs", asks.Load(), granted.Load(), st.Run+1)
+	if st.Run < 3 {
+		t.Errorf("the bucket continued as new %d times, want at least 3", st.Run)
+	}
+	if st.Granted != granted.Load() || st.Tokens != initial-granted.Load() {
+		t.Errorf("bucket counts %d granted and holds %d; callers were granted %d, so it should hold %d",
+			st.Granted, st.Tokens, granted.Load(), initial-granted.Load())
+	}
 }

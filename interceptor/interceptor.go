@@ -131,7 +131,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, g bucket.Gua
 			return Grant{}, err
 		}
 		if d.Granted {
-			return Grant{Bucket: g.Bucket, Cost: g.Cost, Tokens: d.Tokens, NextRefill: d.NextRefill}, nil
+			return Grant{Bucket: g.Bucket, Cost: g.Cost, Tokens: d.Tokens, NextRefill: d.NextRefill, LastRefill: d.LastRefill}, nil
 		}
 		if !i.wait(ctx, info, d.RetryAfter) {
 			return Grant{}, i.rateLimited(g, d)
@@ -245,6 +245,9 @@ type Grant struct {
 	Tokens int64
 	// NextRefill is when the bucket expects its next refill.
 	NextRefill time.Time
+	// LastRefill is when the bucket applied the latest refill before the
+	// grant; grants with the same LastRefill drew on the same refill.
+	LastRefill time.Time
 }
 
 type grantKey struct{}

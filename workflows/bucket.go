@@ -162,7 +162,7 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	if valid == 0 {
 		return invalidRequest(outcomes[0].Invalid)
 	}
-	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now)}
+	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill}
 	return temporal.NewApplicationErrorWithOptions(
 		fmt.Sprintf("bucket %q: %d tokens left, next refill expected in %v", w.b.Spec().Name, w.b.Tokens, waits[0].Round(time.Millisecond)),
 		ErrRateLimited,
@@ -187,7 +187,7 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	if w.in.Granted.Len() > grantedIDsKept*5/4 {
 		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept)
 	}
-	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now)}, nil
+	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill}, nil
 }
 
 func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {

@@ -62,6 +62,9 @@ type AcquireResponse struct {
 	Tokens int64 `json:"tokens"`
 	// NextRefill is when the next refill is expected.
 	NextRefill time.Time `json:"nextRefill,omitzero"`
+	// LastRefill is when the bucket applied its latest refill before deciding:
+	// grants with the same LastRefill drew on the same refill.
+	LastRefill time.Time `json:"lastRefill,omitzero"`
 }
 
 // Refill is the refill signal.

@@ -1,0 +1,286 @@
+package interceptor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/tokenbucket/tb/workflows"
+)
+
+// fakeBucket answers acquire updates in memory, so tests can watch how the
+// Acquirer batches. Each update blocks until release receives a value, when
+// gated. The bucket workflow itself is tested against Temporal elsewhere.
+type fakeBucket struct {
+	respond func(workflows.AcquireBatch) (workflows.AcquireResponse, error)
+	gate    chan struct{} // nil: answer at once
+
+	mu          sync.Mutex
+	batches     []workflows.AcquireBatch
+	inFlight    int
+	maxInFlight int
+}
+
+func (f *fakeBucket) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
+	batch := o.Args[0].(workflows.AcquireBatch)
+	f.mu.Lock()
+	f.batches = append(f.batches, batch)
+	f.inFlight++
+	f.maxInFlight = max(f.maxInFlight, f.inFlight)
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.inFlight--
+		f.mu.Unlock()
+	}()
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	resp, err := f.respond(batch)
+	if err != nil {
+		return nil, err
+	}
+	return handle{resp}, nil
+}
+
+func (f *fakeBucket) sent() []workflows.AcquireBatch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]workflows.AcquireBatch(nil), f.batches...)
+}
+
+type handle struct{ resp workflows.AcquireResponse }
+
+func (handle) WorkflowID() string { return "" }
+func (handle) RunID() string      { return "" }
+func (handle) UpdateID() string   { return "" }
+func (h handle) Get(_ context.Context, v any) error {
+	*v.(*workflows.AcquireResponse) = h.resp
+	return nil
+}
+
+func grantAll(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+	resp := workflows.AcquireResponse{Results: make([]workflows.Outcome, len(b.Requests)), Tokens: 100}
+	for i := range resp.Results {
+		resp.Results[i].Granted = true
+	}
+	return resp, nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not waiting for an event of known timing
+	}
+}
+
+func TestAcquirerBatchesWaitingCallers(t *testing.T) {
+	for _, inFlight := range []int{1, 2} {
+		t.Run(fmt.Sprintf("MaxInFlight=%d", inFlight), func(t *testing.T) {
+			f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
+			a, err := NewAcquirer(f, AcquirerOptions{MaxInFlight: inFlight})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const callers = 100
+			var wg sync.WaitGroup
+			errs := make(chan error, callers)
+			for i := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d, err := a.Acquire(context.Background(), "b", fmt.Sprint(i), 1)
+					if err == nil && !d.Granted {
+						err = errors.New("not granted")
+					}
+					errs <- err
+				}()
+			}
+			// The first updates go out with the first callers; everyone else waits for them.
+			waitFor(t, "all callers to queue", func() bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				q := a.queues["b"]
+				return q != nil && countSent(f)+len(q.pending) == callers
+			})
+			close(f.gate)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			batches := f.sent()
+			if f.maxInFlight > inFlight {
+				t.Errorf("%d updates in flight at once, want at most %d", f.maxInFlight, inFlight)
+			}
+			if len(batches) > 2*inFlight {
+				t.Errorf("%d callers took %d updates, want at most %d", callers, len(batches), 2*inFlight)
+			}
+			if countSent(f) != callers {
+				t.Errorf("%d requests sent, want %d", countSent(f), callers)
+			}
+		})
+	}
+}
+
+func countSent(f *fakeBucket) int {
+	n := 0
+	for _, b := range f.sent() {
+		n += len(b.Requests)
+	}
+	return n
+}
+
+func TestAcquirerMaxBatch(t *testing.T) {
+	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
+	a, _ := NewAcquirer(f, AcquirerOptions{MaxBatch: 3})
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Acquire(context.Background(), "b", fmt.Sprint(i), 1) }()
+	}
+	waitFor(t, "callers to queue", func() bool { return countPending(a, "b")+countSent(f) == 10 })
+	close(f.gate)
+	wg.Wait()
+	for _, b := range f.sent() {
+		if len(b.Requests) > 3 {
+			t.Errorf("a batch of %d requests, want at most 3", len(b.Requests))
+		}
+	}
+}
+
+func countPending(a *Acquirer, name string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if q := a.queues[name]; q != nil {
+		return len(q.pending)
+	}
+	return 0
+}
+
+func rateLimited(waits ...time.Duration) error {
+	resp := workflows.AcquireResponse{Tokens: 0, NextRefill: time.Unix(100, 0)}
+	for _, w := range waits {
+		resp.Results = append(resp.Results, workflows.Outcome{RetryAfter: w})
+	}
+	return temporal.NewApplicationErrorWithOptions("empty", workflows.ErrRateLimited, temporal.ApplicationErrorOptions{Details: []any{resp}})
+}
+
+func TestAcquirerDenialsAndReportedRejections(t *testing.T) {
+	calls := 0
+	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		calls++
+		if calls == 1 {
+			return workflows.AcquireResponse{}, rateLimited(700 * time.Millisecond)
+		}
+		return grantAll(b)
+	}}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	d, err := a.Acquire(context.Background(), "b", "x", 3)
+	if err != nil || d.Granted || d.RetryAfter != 700*time.Millisecond || !d.NextRefill.Equal(time.Unix(100, 0)) {
+		t.Fatalf("denied acquire = %+v, %v; want not granted, retry after 700ms", d, err)
+	}
+	if d, err := a.Acquire(context.Background(), "b", "y", 1); err != nil || !d.Granted {
+		t.Fatalf("second acquire = %+v, %v", d, err)
+	}
+	if got := f.sent()[1].Rejected; got != 3 {
+		t.Errorf("the next accepted batch reported %d rejected tokens, want 3", got)
+	}
+}
+
+func TestAcquirerErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		respond  func(workflows.AcquireBatch) (workflows.AcquireResponse, error)
+		wantType string // ApplicationError type, or "" for a plain error
+		wantMsg  string
+	}{
+		{"bucket workflow missing", func(workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+			return workflows.AcquireResponse{}, serviceerror.NewNotFound("workflow not found")
+		}, workflows.ErrUnknownBucket, `bucket "b" is not running (no workflow tb-bucket-b); run tb sync-schedules`},
+		{"invalid request", func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+			return workflows.AcquireResponse{Results: []workflows.Outcome{{Invalid: "cost 9 is more than the bucket's maximum (5)"}}}, nil
+		}, workflows.ErrInvalidRequest, `bucket "b": cost 9 is more than the bucket's maximum (5)`},
+		{"server unreachable", func(workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+			return workflows.AcquireResponse{}, serviceerror.NewUnavailable("connection refused")
+		}, "", `bucket "b": acquire failed: connection refused`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, _ := NewAcquirer(&fakeBucket{respond: tt.respond}, AcquirerOptions{})
+			_, err := a.Acquire(context.Background(), "b", "x", 9)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var appErr *temporal.ApplicationError
+			gotType := ""
+			if errors.As(err, &appErr) {
+				gotType = appErr.Type()
+			}
+			if gotType != tt.wantType {
+				t.Errorf("error type %q, want %q: %v", gotType, tt.wantType, err)
+			}
+			if msg := err.Error(); appErr != nil && appErr.Message() != tt.wantMsg || appErr == nil && msg != tt.wantMsg {
+				t.Errorf("error %q, want %q", msg, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestAcquirerTimeoutIsBounded(t *testing.T) {
+	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})} // never answers
+	a, _ := NewAcquirer(f, AcquirerOptions{Timeout: 50 * time.Millisecond})
+	start := time.Now()
+	_, err := a.Acquire(context.Background(), "b", "x", 1)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want the acquire timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+}
+
+func TestAcquirerForgetsCallersThatLeave(t *testing.T) {
+	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	go a.Acquire(context.Background(), "b", "first", 1) // occupies the one update in flight
+	waitFor(t, "the first update", func() bool { return len(f.sent()) == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { _, err := a.Acquire(ctx, "b", "leaver", 1); done <- err }()
+	waitFor(t, "the second caller to queue", func() bool { return countPending(a, "b") == 1 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if n := countPending(a, "b"); n != 0 {
+		t.Errorf("%d callers still queued after the only one left", n)
+	}
+	close(f.gate)
+}
+
+func TestNewAcquirerOptions(t *testing.T) {
+	if _, err := NewAcquirer(nil, AcquirerOptions{}); err == nil {
+		t.Error("a nil client was accepted")
+	}
+	if _, err := NewAcquirer(&fakeBucket{}, AcquirerOptions{MaxInFlight: 3}); err == nil {
+		t.Error("MaxInFlight 3 was accepted")
+	}
+}
