@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenbucket/tb/internal/schedules"
+	"github.com/tokenbucket/tb/workflows"
+)
+
+type syncCommand struct {
+	g    *globals
+	opts schedules.Options
+}
+
+func newSyncCommand(g *globals) *cobra.Command {
+	s := &syncCommand{g: g}
+	cmd := &cobra.Command{
+		Use:   "sync-schedules",
+		Short: "Make Temporal's refill Schedules and bucket workflows match buckets.yaml",
+		Long: `sync-schedules creates the refill Schedule and bucket workflow of each bucket in
+buckets.yaml, updates those that changed (a bucket keeps its tokens), and deletes
+the Schedules tb created for buckets no longer in the file. It leaves every other
+Schedule alone. Running it again reports everything unchanged. Run it at deploy time.`,
+		RunE: s.run,
+	}
+	f := cmd.Flags()
+	f.BoolVar(&s.opts.DryRun, "dry-run", false, "show what would change, change nothing")
+	f.BoolVar(&s.opts.Retire, "retire", false, "also end the bucket workflows of buckets removed from the file")
+	f.StringVar(&s.opts.TaskQueue, "task-queue", workflows.TaskQueue, "task queue of the tb worker that runs bucket and refill workflows")
+	f.IntVar(&s.opts.Concurrency, "concurrency", 8, "buckets synced at once")
+	return cmd
+}
+
+func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
+	cfg, err := s.g.loadConfig()
+	if err != nil {
+		return err
+	}
+	c, err := s.g.dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	changes, syncErr := schedules.Sync(cmd.Context(), c, cfg, s.opts)
+	if err := s.print(changes); err != nil {
+		return err
+	}
+	return syncErr
+}
+
+func (s *syncCommand) print(changes []schedules.Change) error {
+	if s.g.json() {
+		type row struct {
+			schedules.Change
+			Error string `json:"error,omitempty"`
+		}
+		rows := []row{}
+		for _, ch := range changes {
+			r := row{Change: ch}
+			if ch.Err != nil {
+				r.Error = ch.Err.Error()
+			}
+			rows = append(rows, r)
+		}
+		return s.g.printJSON(map[string]any{"dryRun": s.opts.DryRun, "buckets": rows})
+	}
+	tw := tabwriter.NewWriter(s.g.io.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BUCKET\tSCHEDULE\tWORKFLOW\tDETAILS")
+	for _, ch := range changes {
+		details := ch.Details
+		if ch.Err != nil {
+			details = "FAILED: " + ch.Err.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ch.Bucket, s.verb(ch.Schedule), s.verb(ch.Workflow), details)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if s.opts.DryRun {
+		fmt.Fprintln(s.g.io.Out, "dry run: nothing was changed")
+	}
+	return nil
+}
+
+// verb renders an action, as a plan in a dry run.
+func (s *syncCommand) verb(a schedules.Action) string {
+	if a == "" {
+		return "-"
+	}
+	if !s.opts.DryRun || a == schedules.Unchanged || a == schedules.Kept {
+		return string(a)
+	}
+	return map[schedules.Action]string{
+		schedules.Created: "would create",
+		schedules.Updated: "would update",
+		schedules.Deleted: "would delete",
+		schedules.Retired: "would retire",
+	}[a]
+}

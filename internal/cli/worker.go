@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/tokenbucket/tb/workflows"
+)
+
+type workerCommand struct {
+	g         *globals
+	taskQueue string
+}
+
+func newWorkerCommand(g *globals) *cobra.Command {
+	w := &workerCommand{g: g}
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker for the bucket and refill workflows",
+		Long: `worker polls the tb task queue and runs the bucket and refill workflows. Run at
+least one wherever buckets should be served; the activities it rate-limits run on
+your own workers, which register the tb interceptor.`,
+		RunE: w.run,
+	}
+	cmd.Flags().StringVar(&w.taskQueue, "task-queue", workflows.TaskQueue, "task queue to poll")
+	return cmd
+}
+
+func (w *workerCommand) run(cmd *cobra.Command, _ []string) error {
+	ctx := cmd.Context()
+	opts, err := w.g.clientOptions()
+	if err != nil {
+		return err
+	}
+	c, err := dial(ctx, opts, w.g.conn.connectTimeout, w.g.logger(slog.LevelInfo))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	wk := worker.New(c, w.taskQueue, worker.Options{})
+	workflows.Register(wk)
+	if err := wk.Start(); err != nil {
+		return fmt.Errorf("starting worker: %w", err)
+	}
+	fmt.Fprintf(w.g.io.Err, "tb worker polling task queue %q on %s (namespace %s); Ctrl-C to stop\n", w.taskQueue, opts.HostPort, opts.Namespace)
+	<-ctx.Done()
+	wk.Stop()
+	return nil
+}
