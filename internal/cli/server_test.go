@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -126,6 +127,7 @@ func TestSyncSchedulesLifecycle(t *testing.T) {
 	}
 
 	// Removing beta deletes its Schedule; its workflow keeps running until --retire.
+	waitListed(t, s, 2)
 	write(twoBuckets[:strings.Index(twoBuckets, "  - name: beta")])
 	removed := tbRun("sync-schedules")
 	if rows := table(removed.out); removed.code != 0 || rows["beta"][1] != "deleted" || rows["beta"][2] != "kept" {
@@ -154,6 +156,8 @@ func TestSyncRetiresRemovedBuckets(t *testing.T) {
 	if r := tbRun("sync-schedules"); r.code != 0 {
 		t.Fatal(r)
 	}
+	// Removals are found by listing Schedules, which lags creation slightly.
+	waitListed(t, s, 2)
 	write("buckets: []\n")
 	r := tbRun("sync-schedules", "--retire", "-o", "json")
 	var parsed struct{ Buckets []struct{ Bucket, Schedule, Workflow string } }
@@ -218,6 +222,28 @@ func TestRefillAndMissingBuckets(t *testing.T) {
 	if r.code != 1 || rows["alpha"][1] != "10/10" || rows["nope"][1] != "not running (run tb sync-schedules)" {
 		t.Errorf("tokens with a missing bucket: %+v", r)
 	}
+}
+
+// waitListed waits until the namespace lists n Schedules created by tb.
+func waitListed(t *testing.T, s *tbtest.Server, n int) {
+	t.Helper()
+	tbtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		it, err := s.Client.ScheduleClient().List(context.Background(), client.ScheduleListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		listed := 0
+		for it.HasNext() {
+			e, err := it.Next()
+			if err != nil {
+				return false, err.Error()
+			}
+			if strings.HasPrefix(e.ID, workflows.ScheduleIDPrefix) {
+				listed++
+			}
+		}
+		return listed == n, fmt.Sprintf("%d Schedules listed, want %d", listed, n)
+	})
 }
 
 func sameRows(got, want map[string][]string) bool {

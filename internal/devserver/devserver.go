@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	uiserver "github.com/temporalio/ui-server/v2/server"
@@ -45,6 +46,7 @@ type Options struct {
 	// Port 0 picks a free port.
 	UIAddress string
 	// Logger receives the server's logs; nil discards them.
+	// Once Stop is called only error-level records are passed on.
 	Logger *slog.Logger
 }
 
@@ -57,6 +59,7 @@ type Server struct {
 	server temporal.Server
 	ui     *uiserver.Server
 	uiDone chan struct{} // closed when the UI's serving goroutine returns
+	quiet  *atomic.Bool  // set by Stop to keep only error logs
 
 	stopOnce sync.Once
 	stopErr  error
@@ -79,6 +82,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if err := srv.Start(); err != nil {
 		// Release whatever part of the server did start.
+		cfg.quiet.Store(true)
 		_ = srv.Stop()
 		return nil, fmt.Errorf("devserver: start temporal server on %s: %w", cfg.frontend.String(), err)
 	}
@@ -86,6 +90,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		address:   cfg.frontend.String(),
 		namespace: cfg.namespace,
 		server:    srv,
+		quiet:     cfg.quiet,
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
@@ -124,6 +129,7 @@ func (s *Server) UIAddress() string { return s.uiAddress }
 // calls return the first call's result.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
+		s.quiet.Store(true)
 		if s.ui != nil {
 			s.ui.Stop()
 			<-s.uiDone

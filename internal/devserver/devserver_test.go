@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -123,9 +124,10 @@ func TestEphemeralRunsWorkflow(t *testing.T) {
 	}
 
 	c := dial(t, s)
-	defer c.Close()
 	w := startWorker(t, c)
-	defer w.Stop()
+	// Worker and client go before the server, also when the test fails early.
+	closeClient := sync.OnceFunc(func() { w.Stop(); c.Close() })
+	defer closeClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: taskQueue}, greet, "tb")
@@ -139,6 +141,7 @@ func TestEphemeralRunsWorkflow(t *testing.T) {
 	if got != "hello tb" {
 		t.Errorf("result = %q, want %q", got, "hello tb")
 	}
+	closeClient()
 
 	if err := s.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -148,28 +151,64 @@ func TestEphemeralRunsWorkflow(t *testing.T) {
 	}
 }
 
+const (
+	persistedWorkflowID = "await-signal"
+	persistedScheduleID = "persisted-schedule"
+	// childDBEnv, when set, makes TestStatePersistsAcrossProcesses run only
+	// its first half, against the database file the variable names.
+	childDBEnv = "DEVSERVER_TEST_CHILD_DB"
+)
+
+func persistentOptions(t *testing.T, dbFile string) devserver.Options {
+	return devserver.Options{Address: "127.0.0.1:0", DBFile: dbFile, Namespace: "tb-test", Logger: testLogger(t)}
+}
+
 func TestStatePersistsAcrossRestart(t *testing.T) {
 	t.Parallel()
 	dbFile := filepath.Join(t.TempDir(), "sub", "dir", "tb.db")
-	opts := devserver.Options{Address: "127.0.0.1:0", DBFile: dbFile, Namespace: "tb-test", Logger: testLogger(t)}
-	const workflowID = "await-signal"
-	const scheduleID = "persisted-schedule"
+	createState(t, persistentOptions(t, dbFile))
+	checkState(t, persistentOptions(t, dbFile))
+}
+
+// TestStatePersistsAcrossProcesses is TestStatePersistsAcrossRestart with the
+// first server in a child process, as with two runs of a command.
+func TestStatePersistsAcrossProcesses(t *testing.T) {
+	if dbFile := os.Getenv(childDBEnv); dbFile != "" {
+		createState(t, persistentOptions(t, dbFile))
+		return
+	}
+	t.Parallel()
+	dbFile := filepath.Join(t.TempDir(), "tb.db")
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStatePersistsAcrossProcesses$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childDBEnv+"="+dbFile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child process: %v\n%s", err, out)
+	}
+	checkState(t, persistentOptions(t, dbFile))
+}
 
-	// First run: a workflow that blocks on a signal, and a paused schedule.
-	first := start(t, opts)
-	c := dial(t, first)
+// createState starts a server, leaves a workflow blocked on a signal and a
+// paused schedule in it, and stops the server.
+func createState(t *testing.T, opts devserver.Options) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := start(t, opts)
+	c := dial(t, s)
 	w := startWorker(t, c)
+	closeClient := sync.OnceFunc(func() { w.Stop(); c.Close() })
+	defer closeClient()
+
 	run, err := c.ExecuteWorkflow(ctx,
-		client.StartWorkflowOptions{ID: workflowID, TaskQueue: taskQueue}, awaitSignal)
+		client.StartWorkflowOptions{ID: persistedWorkflowID, TaskQueue: taskQueue}, awaitSignal)
 	if err != nil {
 		t.Fatalf("ExecuteWorkflow: %v", err)
 	}
 	// Wait until the worker has run the first workflow task, so the workflow
 	// is really blocked on the signal rather than merely scheduled.
 	eventually(t, ctx, func() (bool, string) {
-		hist := c.GetWorkflowHistory(ctx, workflowID, run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		hist := c.GetWorkflowHistory(ctx, persistedWorkflowID, run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 		for hist.HasNext() {
 			ev, err := hist.Next()
 			if err != nil {
@@ -182,7 +221,7 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 		return false, "no workflow task completed yet"
 	})
 	_, err = c.ScheduleClient().Create(ctx, client.ScheduleOptions{
-		ID:     scheduleID,
+		ID:     persistedScheduleID,
 		Spec:   client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: time.Hour}}},
 		Action: &client.ScheduleWorkflowAction{Workflow: greet, Args: []any{"schedule"}, TaskQueue: taskQueue},
 		Paused: true,
@@ -190,30 +229,34 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create schedule: %v", err)
 	}
-	w.Stop()
-	c.Close()
-	if err := first.Stop(); err != nil {
+
+	closeClient()
+	if err := s.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if _, err := os.Stat(dbFile); err != nil {
+	if _, err := os.Stat(opts.DBFile); err != nil {
 		t.Fatalf("database file: %v", err)
 	}
+}
 
-	// Second run on the same file.
-	second := start(t, opts)
-	if second.Address() == first.Address() {
-		t.Logf("second server reuses port of the first (%s)", second.Address())
-	}
-	c = dial(t, second)
+// checkState starts a server on the database createState left behind, finds
+// the workflow still running and the schedule still there, and signals the
+// workflow to completion.
+func checkState(t *testing.T, opts devserver.Options) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := start(t, opts)
+	c := dial(t, s)
 	defer c.Close()
-	desc, err := c.DescribeWorkflowExecution(ctx, workflowID, "")
+
+	desc, err := c.DescribeWorkflowExecution(ctx, persistedWorkflowID, "")
 	if err != nil {
 		t.Fatalf("DescribeWorkflowExecution after restart: %v", err)
 	}
 	if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		t.Fatalf("status after restart = %v, want RUNNING", st)
 	}
-	sched, err := c.ScheduleClient().GetHandle(ctx, scheduleID).Describe(ctx)
+	sched, err := c.ScheduleClient().GetHandle(ctx, persistedScheduleID).Describe(ctx)
 	if err != nil {
 		t.Fatalf("describe schedule after restart: %v", err)
 	}
@@ -221,13 +264,13 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 		t.Errorf("schedule after restart is not paused")
 	}
 
-	w = startWorker(t, c)
+	w := startWorker(t, c)
 	defer w.Stop()
-	if err := c.SignalWorkflow(ctx, workflowID, "", signalName, "it"); err != nil {
+	if err := c.SignalWorkflow(ctx, persistedWorkflowID, "", signalName, "it"); err != nil {
 		t.Fatalf("SignalWorkflow: %v", err)
 	}
 	var got string
-	if err := c.GetWorkflow(ctx, workflowID, "").Get(ctx, &got); err != nil {
+	if err := c.GetWorkflow(ctx, persistedWorkflowID, "").Get(ctx, &got); err != nil {
 		t.Fatalf("workflow result: %v", err)
 	}
 	if got != "got it" {

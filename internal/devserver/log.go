@@ -3,6 +3,7 @@ package devserver
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/log/tag"
@@ -58,4 +59,34 @@ func attrs(tags []tag.Tag) []slog.Attr {
 		out[i] = slog.Any(t.Key(), t.Value())
 	}
 	return out
+}
+
+// quietHandler passes records on to the next handler, except that once quiet
+// is set it drops everything below error level. Stop sets it: a server that
+// shuts down logs many warnings about connections going away.
+type quietHandler struct {
+	next  slog.Handler
+	quiet *atomic.Bool
+}
+
+func (h quietHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	if level < slog.LevelError && h.quiet.Load() {
+		return false
+	}
+	return h.next.Enabled(ctx, level)
+}
+
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelError && h.quiet.Load() {
+		return nil
+	}
+	return h.next.Handle(ctx, r)
+}
+
+func (h quietHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return quietHandler{next: h.next.WithAttrs(attrs), quiet: h.quiet}
+}
+
+func (h quietHandler) WithGroup(name string) slog.Handler {
+	return quietHandler{next: h.next.WithGroup(name), quiet: h.quiet}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 )
 
 // resolved is Options with defaults applied, hosts checked and free ports chosen.
@@ -19,22 +20,29 @@ type resolved struct {
 	namespace    string
 	ephemeral    bool
 	dbFile       string // absolute; "" when ephemeral
-	ui           *hostPort
-	logger       *slog.Logger
+	// frontendHTTPPort is where the frontend serves its HTTP API (and Nexus
+	// over HTTP), on the frontend's host.
+	frontendHTTPPort int
+	ui               *hostPort
+	// logger receives all logs; it goes quiet (errors only) once quiet is set.
+	logger *slog.Logger
+	quiet  *atomic.Bool
 }
 
 func resolve(opts Options) (*resolved, error) {
 	r := &resolved{
 		namespace: opts.Namespace,
 		ephemeral: opts.Ephemeral,
-		logger:    opts.Logger,
+		quiet:     new(atomic.Bool),
 	}
 	if r.namespace == "" {
 		r.namespace = defaultNamespace
 	}
-	if r.logger == nil {
-		r.logger = slog.New(slog.DiscardHandler)
+	handler := slog.DiscardHandler
+	if opts.Logger != nil {
+		handler = opts.Logger.Handler()
 	}
+	r.logger = slog.New(quietHandler{next: handler, quiet: r.quiet})
 
 	if !r.ephemeral {
 		if opts.DBFile == "" {
@@ -59,6 +67,9 @@ func resolve(opts Options) (*resolved, error) {
 	r.frontendDial = frontend
 	if ip := net.ParseIP(frontend.host); ip.IsUnspecified() {
 		r.frontendDial.host = loopbackFor(ip)
+	}
+	if r.frontendHTTPPort, err = freePort(frontend.host); err != nil {
+		return nil, fmt.Errorf("frontend HTTP port: %w", err)
 	}
 
 	if opts.UIAddress != "" {

@@ -127,6 +127,7 @@ func serverConfig(r *resolved, sqlConf *config.SQL) (*config.Config, error) {
 				Enabled:                true,
 				InitialFailoverVersion: 1,
 				RPCAddress:             r.frontendDial.String(),
+				HTTPAddress:            hostPort{host: r.frontendDial.host, port: r.frontendHTTPPort}.String(),
 			},
 		},
 	}
@@ -135,6 +136,7 @@ func serverConfig(r *resolved, sqlConf *config.SQL) (*config.Config, error) {
 	conf.Services = map[string]config.Service{
 		string(primitives.FrontendService): {RPC: config.RPC{
 			GRPCPort: r.frontend.port,
+			HTTPPort: r.frontendHTTPPort,
 			BindOnIP: r.frontend.host,
 		}},
 	}
