@@ -97,6 +97,12 @@ func FromFile(path string, opts Options) (*Interceptor, error) {
 	return New(opts)
 }
 
+// Guarded returns the bucket and cost guarding an activity type.
+func (i *Interceptor) Guarded(activityType string) (bucket.Guard, bool) {
+	g, ok := i.opts.Guards[activityType]
+	return g, ok
+}
+
 // InterceptActivity implements WorkerInterceptor.
 func (i *Interceptor) InterceptActivity(ctx context.Context, next temporalinterceptor.ActivityInboundInterceptor) temporalinterceptor.ActivityInboundInterceptor {
 	return &activityInbound{ActivityInboundInterceptorBase: temporalinterceptor.ActivityInboundInterceptorBase{Next: next}, i: i}

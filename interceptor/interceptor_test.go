@@ -3,6 +3,8 @@ package interceptor
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	temporalinterceptor "go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
@@ -162,5 +165,35 @@ func TestFromFile(t *testing.T) {
 	}
 	if _, err := FromFile("missing.yaml", Options{}); err == nil {
 		t.Error("FromFile(missing) succeeded")
+	}
+}
+
+func TestRetryPolicyWarningIsLoggedOnce(t *testing.T) {
+	ic, err := New(Options{Guards: map[string]bucket.Guard{"Fetch": {Bucket: "api", Cost: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	var s testsuite.WorkflowTestSuite
+	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	env := s.NewTestActivityEnvironment()
+	g := bucket.Guard{Bucket: "api", Cost: 1}
+	probe := func(ctx context.Context, attempts int32) error {
+		info := activity.GetInfo(ctx)
+		info.RetryPolicy = &temporal.RetryPolicy{MaximumAttempts: attempts}
+		ic.warnRetryPolicy(ctx, info, g)
+		return nil
+	}
+	env.RegisterActivity(probe)
+	for _, attempts := range []int32{0, 5, 5} {
+		if _, err := env.ExecuteActivity(probe, attempts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "Each rate-limit denial uses one attempt"); n != 1 {
+		t.Errorf("warning logged %d times, want once for MaximumAttempts 5 and never for 0:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "MaximumAttempts=5") {
+		t.Errorf("the warning does not say the limit: %s", logs.String())
 	}
 }
