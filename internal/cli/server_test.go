@@ -160,7 +160,9 @@ func TestSyncRetiresRemovedBuckets(t *testing.T) {
 	waitListed(t, s, 2)
 	write("buckets: []\n")
 	r := tbRun("sync-schedules", "--retire", "-o", "json")
-	var parsed struct{ Buckets []struct{ Bucket, Schedule, Workflow string } }
+	var parsed struct {
+		Buckets []struct{ Bucket, Schedule, Workflow string }
+	}
 	if err := json.Unmarshal([]byte(r.out), &parsed); err != nil || r.code != 0 || len(parsed.Buckets) != 2 {
 		t.Fatalf("retire: %+v %v", r, err)
 	}
