@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +125,12 @@ func (s *Server) UIAddress() string { return s.uiAddress }
 
 // Stop stops the UI and the server. It is safe to call more than once; later
 // calls return the first call's result.
+//
+// A few things the Temporal libraries never release stay allocated until the
+// process exits: the SQLite connection (for an Ephemeral server, the whole
+// in-memory database) and the retrying pollers of some of the server's
+// system workers. They cost little, but a process that starts many servers
+// accumulates them.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
 		s.quiet.Store(true)
@@ -178,11 +182,3 @@ func describeNamespace(ctx context.Context, cfg *resolved) error {
 	}
 	return nil
 }
-
-// hostPort is a host (an IP address) and a port.
-type hostPort struct {
-	host string
-	port int
-}
-
-func (h hostPort) String() string { return net.JoinHostPort(h.host, strconv.Itoa(h.port)) }

@@ -220,7 +220,7 @@ func createState(t *testing.T, opts devserver.Options) {
 		}
 		return false, "no workflow task completed yet"
 	})
-	_, err = c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+	sched, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
 		ID:     persistedScheduleID,
 		Spec:   client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: time.Hour}}},
 		Action: &client.ScheduleWorkflowAction{Workflow: greet, Args: []any{"schedule"}, TaskQueue: taskQueue},
@@ -228,6 +228,12 @@ func createState(t *testing.T, opts devserver.Options) {
 	})
 	if err != nil {
 		t.Fatalf("create schedule: %v", err)
+	}
+	// Describe is answered by the schedule's own workflow once it has run its
+	// first task. Stopping the server in the middle of that task would leave
+	// it to time out (10s) after the restart, delaying the next Describe.
+	if _, err := sched.Describe(ctx); err != nil {
+		t.Fatalf("describe schedule: %v", err)
 	}
 
 	closeClient()

@@ -10,6 +10,14 @@ import (
 // loopback is where the internal services (history, matching, worker) listen.
 const loopback = "127.0.0.1"
 
+// hostPort is a host (an IP address) and a port.
+type hostPort struct {
+	host string
+	port int
+}
+
+func (h hostPort) String() string { return net.JoinHostPort(h.host, strconv.Itoa(h.port)) }
+
 // freePort returns a TCP port on host that nothing listens on.
 //
 // It follows go.temporal.io/server/common/testing/freeport: after binding
