@@ -31,6 +31,10 @@ type State struct {
 	LastRefill time.Time `json:"lastRefill,omitzero"`
 	// RefillLag is the smoothed delay between a tick's nominal time and its arrival.
 	RefillLag time.Duration `json:"refillLag,omitempty"`
+	// Created is when the bucket was created.
+	Created time.Time `json:"created,omitzero"`
+	// Late lists grants made after a scheduled refill fell due, before it arrived.
+	Late []Spend `json:"late,omitempty"`
 	// Granted and Denied count tokens granted and refused over the bucket's life.
 	Granted int64 `json:"granted"`
 	Denied  int64 `json:"denied"`
@@ -96,12 +100,20 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 
 // Refill adds amount tokens, capped at the maximum, and returns how many were
 // added. tick is the nominal time of a scheduled refill, or zero for a manual one.
+//
+// A scheduled refill applies as of its tick. A provider that resets its quota
+// on the tick counts calls made after the tick, but before the refill reached
+// the bucket, against the new window; so do the tokens: the bucket is topped
+// up as it stood at the tick, and those late grants are then taken from it.
 func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 	before := b.Tokens
-	b.Tokens = min(b.spec.Maximum, b.Tokens+clamp(amount, 0, MaxTokens))
+	amount = clamp(amount, 0, MaxTokens)
+	late := b.lateSpend(tick)
+	b.Tokens = max(0, min(b.spec.Maximum, b.Tokens+late+amount)-late)
 	b.LastRefill = now
 	if !tick.IsZero() && tick.After(b.LastTick) {
 		b.LastTick = tick
+		b.trimLateSpend()
 		lag := clamp(now.Sub(tick), 0, MaxRefillLag)
 		if b.RefillLag == 0 {
 			b.RefillLag = lag
@@ -133,12 +145,15 @@ func (b *Bucket) Take(now time.Time, costs []int64) []Result {
 	results := make([]Result, len(costs))
 	valid := b.validIndexes(costs)
 	n := 0
+	var spent int64
 	for ; n < len(valid) && costs[valid[n]] <= b.Tokens; n++ {
 		c := costs[valid[n]]
 		b.Tokens -= c
-		b.Granted += c
+		spent += c
 		results[valid[n]] = Result{Granted: true, Remaining: b.Tokens}
 	}
+	b.Granted += spent
+	b.noteLateSpend(now, spent)
 	waits := make([]time.Duration, len(costs))
 	b.forecastInto(now, b.Tokens, costs, valid[n:], waits)
 	for _, i := range valid[n:] {
@@ -163,6 +178,69 @@ func (b *Bucket) validIndexes(costs []int64) []int {
 	return valid
 }
 
+// A Spend records tokens granted at one instant after a scheduled refill fell
+// due, before that refill arrived.
+type Spend struct {
+	At     time.Time `json:"at"`
+	Tokens int64     `json:"tokens"`
+}
+
+// maxSpends bounds State.Late; beyond it the oldest entries are merged into
+// the next one, which counts them as later than they were: never more tokens.
+const maxSpends = 256
+
+// noteLateSpend records tokens granted at now if a scheduled refill is due.
+func (b *Bucket) noteLateSpend(now time.Time, tokens int64) {
+	if tokens == 0 {
+		return
+	}
+	if base := b.tickBase(); !base.IsZero() {
+		if due := b.sched.Next(base); due.IsZero() || now.Before(due) {
+			return
+		}
+	}
+	b.Late = append(b.Late, Spend{At: now, Tokens: tokens})
+	if len(b.Late) > maxSpends {
+		b.Late[1].Tokens += b.Late[0].Tokens
+		b.Late = b.Late[1:]
+	}
+}
+
+// lateSpend sums the tokens granted at or after a scheduled tick.
+func (b *Bucket) lateSpend(tick time.Time) int64 {
+	if tick.IsZero() {
+		return 0
+	}
+	var n int64
+	for _, s := range b.Late {
+		if !s.At.Before(tick) {
+			n += s.Tokens
+		}
+	}
+	return n
+}
+
+// trimLateSpend forgets spends before the refill now due.
+func (b *Bucket) trimLateSpend() {
+	due := b.sched.Next(b.LastTick)
+	keep := b.Late[:0]
+	for _, s := range b.Late {
+		if !due.IsZero() && !s.At.Before(due) {
+			keep = append(keep, s)
+		}
+	}
+	b.Late = keep
+}
+
+// tickBase is the instant the next scheduled refill follows: the last tick
+// applied, else the bucket's creation.
+func (b *Bucket) tickBase() time.Time {
+	if !b.LastTick.IsZero() {
+		return b.LastTick
+	}
+	return b.Created
+}
+
 // NextRefill returns when the next refill is expected to arrive: the nominal
 // tick time plus the measured lag, or shortly when a due tick is late.
 func (b *Bucket) NextRefill(now time.Time) time.Time {
@@ -173,8 +251,8 @@ func (b *Bucket) NextRefill(now time.Time) time.Time {
 // nextArrival returns the nominal time of the next refill and when it is
 // expected to be applied.
 func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
-	if !b.LastTick.IsZero() {
-		nominal = b.sched.Next(b.LastTick)
+	if base := b.tickBase(); !base.IsZero() {
+		nominal = b.sched.Next(base)
 		if nominal.IsZero() {
 			return nominal, nominal
 		}

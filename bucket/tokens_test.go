@@ -197,3 +197,57 @@ func TestRestoreClamps(t *testing.T) {
 		t.Error("Restore of an invalid spec succeeded")
 	}
 }
+
+// A provider that resets on the tick counts calls made after the tick against
+// the new window, even when tb's refill arrives later: tb backdates the refill
+// to its tick and charges those late grants to it.
+func TestRefillAppliesAsOfItsTick(t *testing.T) {
+	tests := []struct {
+		name            string
+		spec            Spec
+		before, late    int64 // granted before the tick, and after it but before the refill
+		want, wantNaive int64
+	}{
+		// "5 per second, reset on the second": 3 were used after the reset, 2 remain in the window.
+		{"fixed window", perSecond, 2, 3, 2, 5},
+		// "2 per second, up to 10": the provider refilled 10 → 10 at the tick, then 4 were used.
+		{"token bucket", Spec{Name: "b", Schedule: "@every 1s", Amount: 2, Maximum: 10}, 0, 4, 6, 8},
+		// No late grants: a plain refill.
+		{"on time", perSecond, 4, 0, 5, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := mustNew(t, tt.spec)
+			b.Created = at(-300 * time.Millisecond)
+			if tt.before > 0 && !b.Take(at(-100*time.Millisecond), []int64{tt.before})[0].Granted {
+				t.Fatal("grant before the tick refused")
+			}
+			if tt.late > 0 && !b.Take(at(20*time.Millisecond), []int64{tt.late})[0].Granted {
+				t.Fatal("grant after the tick refused")
+			}
+			naive := min(tt.spec.Maximum, b.Tokens+tt.spec.Amount)
+			b.Refill(at(40*time.Millisecond), t0, tt.spec.Amount)
+			if b.Tokens != tt.want || naive != tt.wantNaive {
+				t.Errorf("after the refill: %d tokens, want %d (a refill as of its arrival would give %d)", b.Tokens, tt.want, naive)
+			}
+			if len(b.Late) != 0 {
+				t.Errorf("late grants kept after their refill: %+v", b.Late)
+			}
+		})
+	}
+}
+
+// With refills later than the interval, each refill is still applied as of its own tick.
+func TestRefillsLaterThanTheInterval(t *testing.T) {
+	b := mustNew(t, perSecond)
+	b.Created = at(-500 * time.Millisecond)
+	b.Take(at(100*time.Millisecond), []int64{5}) // after tick 0: window 0
+	b.Refill(at(1200*time.Millisecond), t0, 5)   // tick 0 arrives after tick 1 is due
+	if b.Tokens != 0 {                           // window 0 had 5 and all were used
+		t.Fatalf("after tick 0: %d tokens, want 0", b.Tokens)
+	}
+	b.Refill(at(1300*time.Millisecond), at(time.Second), 5) // tick 1
+	if r := b.Take(at(1400*time.Millisecond), []int64{5}); !r[0].Granted || b.Tokens != 0 {
+		t.Errorf("window 1 should hold 5 tokens: %+v, %d left", r, b.Tokens)
+	}
+}

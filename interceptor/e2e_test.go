@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -148,6 +149,12 @@ func TestBacklogDrainsAtTheBucketRate(t *testing.T) {
 	starts := rec.all()
 	if len(starts) != activities {
 		t.Fatalf("%d activity bodies ran, want %d", len(starts), activities)
+	}
+	if os.Getenv("TB_DEBUG") != "" {
+		sort.Slice(starts, func(i, j int) bool { return starts[i].at.Before(starts[j].at) })
+		for _, st := range starts {
+			t.Logf("start %s refill %s", st.at.Format("05.000"), st.refill.Format("05.000"))
+		}
 	}
 	perWindow := map[time.Time]int{}
 	for _, st := range starts {

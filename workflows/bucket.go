@@ -30,6 +30,9 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 	if err != nil {
 		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
 	}
+	if w.b.Created.IsZero() {
+		w.b.Created = workflow.Now(ctx)
+	}
 	if err := w.register(ctx); err != nil {
 		return Status{}, err
 	}
