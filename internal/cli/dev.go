@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -78,7 +79,14 @@ func (d *devCommand) run(cmd *cobra.Command, _ []string) error {
 	if _, _, err := net.SplitHostPort(opts.HostPort); err != nil {
 		return usageError{fmt.Errorf("--address %q: %w", opts.HostPort, err)}
 	}
-	logger := d.g.logger(level)
+	// Once stopping begins, the server and the SDK report every cancelled
+	// operation; none of it is news, so logs end there.
+	quiet := &mutableHandler{Handler: slog.NewTextHandler(d.g.io.Err, &slog.HandlerOptions{Level: level})}
+	logger := slog.New(quiet)
+	go func() {
+		<-ctx.Done()
+		quiet.muted.Store(true)
+	}()
 	out := d.g.io.Out
 
 	srvOpts := devserver.Options{Address: opts.HostPort, Namespace: opts.Namespace, DBFile: d.dbFile, Ephemeral: d.ephemeral, Logger: logger}
@@ -210,4 +218,40 @@ func (d *devCommand) live(ctx context.Context, out io.Writer, query func() []buc
 			run.Bucket.Name, run.Bucket.Maximum, run.Bucket.Schedule, ok, over, done, failed)
 		prevAt = now
 	}
+}
+
+// mutableHandler drops every record once muted.
+type mutableHandler struct {
+	slog.Handler
+	muted atomic.Bool
+}
+
+func (h *mutableHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return !h.muted.Load() && h.Handler.Enabled(ctx, l)
+}
+
+func (h *mutableHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &mutedView{h: h, Handler: h.Handler.WithAttrs(attrs)}
+}
+
+func (h *mutableHandler) WithGroup(name string) slog.Handler {
+	return &mutedView{h: h, Handler: h.Handler.WithGroup(name)}
+}
+
+// mutedView is a derived handler that follows its root's muting.
+type mutedView struct {
+	slog.Handler
+	h *mutableHandler
+}
+
+func (v *mutedView) Enabled(ctx context.Context, l slog.Level) bool {
+	return !v.h.muted.Load() && v.Handler.Enabled(ctx, l)
+}
+
+func (v *mutedView) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &mutedView{h: v.h, Handler: v.Handler.WithAttrs(attrs)}
+}
+
+func (v *mutedView) WithGroup(name string) slog.Handler {
+	return &mutedView{h: v.h, Handler: v.Handler.WithGroup(name)}
 }
