@@ -172,10 +172,12 @@ func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int)
 			} else {
 				ok = false
 			}
+		case "task_queue":
+			ok = p.str(val, label, "task_queue", &spec.TaskQueue) && ok
 		case "activities":
 			activities = val
 		default:
-			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial and activities")
+			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, task_queue and activities")
 			ok = false
 		}
 	})

@@ -16,6 +16,7 @@ buckets:
     amount: 5
     maximum: 10
     initial: 0
+    task_queue: api-limits
     activities:
       FetchRepo:
       SearchCode: 3
@@ -31,7 +32,7 @@ buckets:
 	}
 	zero := int64(0)
 	want := []Spec{
-		{Name: "github_api", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: &zero},
+		{Name: "github_api", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: &zero, TaskQueue: "api-limits"},
 		{Name: "mailer", Schedule: "0 * * * *", Timezone: "Europe/Paris", Amount: 1000, Maximum: 1000},
 	}
 	if !reflect.DeepEqual(cfg.Buckets, want) {
@@ -79,7 +80,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"missing name", "buckets:\n  - schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n", []string{
 			`b.yaml:2: bucket "buckets[0]": name: is required`}},
 		{"unknown field", "buckets:\n  - name: a\n" + valid + "    burst: 5\n", []string{
-			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial and activities`}},
+			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, task_queue and activities`}},
 		{"bad name", "buckets:\n  - name: a-b/c\n" + valid, []string{
 			`b.yaml:2: bucket "a-b/c": name: "a-b/c" may hold only letters, digits and '_'`}},
 		{"duplicate name", "buckets:\n  - name: a\n" + valid + "  - name: a\n" + valid, []string{
@@ -100,6 +101,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`b.yaml:5: bucket "a": maximum: must be a whole number, got "lots"`}},
 		{"huge maximum", "buckets:\n  - name: a\n    schedule: \"@hourly\"\n    amount: 1\n    maximum: 99999999999999999999\n", []string{
 			`b.yaml:5: bucket "a": maximum: must be a whole number, got "99999999999999999999"`}},
+		{"task queue with spaces", "buckets:\n  - name: a\n" + valid + "    task_queue: \" q\"\n", []string{
+			`b.yaml:6: bucket "a": task_queue: " q" has leading or trailing spaces`}},
 		{"initial above maximum", "buckets:\n  - name: a\n" + valid + "    initial: 2\n", []string{
 			`b.yaml:6: bucket "a": initial: 2 is more than maximum (1)`}},
 		{"schedule not a string", "buckets:\n  - name: a\n    schedule: [1]\n    amount: 1\n    maximum: 1\n", []string{

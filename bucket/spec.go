@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // MaxTokens bounds amount and maximum so that token sums never overflow.
@@ -32,6 +33,9 @@ type Spec struct {
 	Maximum int64 `json:"maximum"`
 	// Initial is the number of tokens a new bucket starts with; nil means Maximum.
 	Initial *int64 `json:"initial,omitempty"`
+	// TaskQueue is where the bucket's workflows run; "" means tb's default
+	// (workflows.TaskQueue, or tb sync-schedules --task-queue).
+	TaskQueue string `json:"taskQueue,omitempty"`
 }
 
 // InitialTokens returns the tokens a new bucket starts with.
@@ -80,6 +84,9 @@ func (s Spec) Validate() error {
 		case s.Maximum > 0 && i > s.Maximum:
 			add("initial", fmt.Errorf("%d is more than maximum (%d)", i, s.Maximum))
 		}
+	}
+	if s.TaskQueue != "" && strings.TrimSpace(s.TaskQueue) != s.TaskQueue {
+		add("task_queue", fmt.Errorf("%q has leading or trailing spaces", s.TaskQueue))
 	}
 	if len(errs) == 0 {
 		return nil

@@ -56,6 +56,9 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		if w.retired {
 			return w.status(ctx), nil
 		}
+		if q := w.b.Spec().TaskQueue; q != "" {
+			ctx = workflow.WithWorkflowTaskQueue(ctx, q)
+		}
 		return Status{}, workflow.NewContinueAsNewError(ctx, BucketWorkflowType, w.next(ctx))
 	}
 }
@@ -103,8 +106,14 @@ func (w *bucketWorkflow) register(ctx workflow.Context) error {
 	return workflow.SetQueryHandler(ctx, StateQuery, func() (Status, error) { return w.status(ctx), nil })
 }
 
+// shouldContinueAsNew: when Temporal suggests it, well before the limit on
+// updates per run, or to move to the task queue a reconfiguration named.
 func (w *bucketWorkflow) shouldContinueAsNew(ctx workflow.Context) bool {
-	return w.updates >= w.in.MaxUpdatesPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested()
+	info := workflow.GetInfo(ctx)
+	if q := w.b.Spec().TaskQueue; q != "" && q != info.TaskQueueName {
+		return true
+	}
+	return w.updates >= w.in.MaxUpdatesPerRun || info.GetContinueAsNewSuggested()
 }
 
 // classify returns the cost to charge for each request: 0 (never granted) for

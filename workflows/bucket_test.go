@@ -370,3 +370,17 @@ func TestInvalidSpecFailsTheWorkflow(t *testing.T) {
 		t.Errorf("workflow error = %v, want InvalidSpec", err)
 	}
 }
+
+func TestReconfigureMovesToItsTaskQueue(t *testing.T) {
+	h := newHarness(t)
+	moved := spec5()
+	moved.TaskQueue = "api-limits"
+	h.at(10*time.Millisecond, func() { h.update(ConfigureUpdate, "c1", moved) })
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec5()})
+	next := continuedAsNew(t, h.env)
+	var can *workflow.ContinueAsNewError
+	errors.As(h.env.GetWorkflowError(), &can)
+	if can.TaskQueueName != "api-limits" || next.Spec.TaskQueue != "api-limits" || next.State.Tokens != 5 {
+		t.Errorf("continued on %q with %+v", can.TaskQueueName, next)
+	}
+}

@@ -141,6 +141,14 @@ func (s *syncer) apply(ctx context.Context, spec bucket.Spec) Change {
 	return ch
 }
 
+// taskQueue is where a bucket's workflows run.
+func (s *syncer) taskQueue(spec bucket.Spec) string {
+	if spec.TaskQueue != "" {
+		return spec.TaskQueue
+	}
+	return s.opts.TaskQueue
+}
+
 // ensureWorkflow starts the bucket workflow, or reconfigures it when the spec
 // in its memo differs; reconfiguring keeps its tokens.
 func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, string, error) {
@@ -173,7 +181,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 			err = h.Get(ctx, nil)
 		}
 		if err != nil {
-			return "", "", fmt.Errorf("reconfiguring (is a tb worker polling task queue %q?): %w", s.opts.TaskQueue, err)
+			return "", "", fmt.Errorf("reconfiguring (is a tb worker polling task queue %q?): %w", s.taskQueue(current), err)
 		}
 		return Updated, details, nil
 	}
@@ -182,7 +190,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 	}
 	_, err = s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                    id,
-		TaskQueue:             s.opts.TaskQueue,
+		TaskQueue:             s.taskQueue(spec),
 		Memo:                  map[string]any{workflows.SpecMemo: spec},
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 	}, workflows.BucketWorkflowType, workflows.BucketInput{Spec: spec})
@@ -203,7 +211,7 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		ID:                       workflows.ScheduleID(spec.Name),
 		Workflow:                 workflows.RefillWorkflowType,
 		Args:                     []any{workflows.RefillInput{Spec: spec}},
-		TaskQueue:                s.opts.TaskQueue,
+		TaskQueue:                s.taskQueue(spec),
 		WorkflowExecutionTimeout: refillTimeout,
 	}
 	h := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
@@ -237,12 +245,12 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 	if err != nil {
 		return "", "", err
 	}
-	if sameSpec(current, spec) && queue == s.opts.TaskQueue {
+	if sameSpec(current, spec) && queue == s.taskQueue(spec) {
 		return Unchanged, "", nil
 	}
 	details := diff(current, spec)
-	if queue != s.opts.TaskQueue {
-		details = strings.TrimPrefix(details+fmt.Sprintf(", task queue %s → %s", queue, s.opts.TaskQueue), ", ")
+	if queue != s.taskQueue(spec) && current.TaskQueue == spec.TaskQueue {
+		details = strings.TrimPrefix(details+fmt.Sprintf(", task queue %s → %s", queue, s.taskQueue(spec)), ", ")
 	}
 	if s.opts.DryRun {
 		return Updated, details, nil
@@ -366,5 +374,6 @@ func diff(a, b bucket.Spec) string {
 	add("amount", a.Amount, b.Amount)
 	add("maximum", a.Maximum, b.Maximum)
 	add("initial", a.InitialTokens(), b.InitialTokens())
+	add("task_queue", a.TaskQueue, b.TaskQueue)
 	return strings.Join(parts, ", ")
 }
