@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/tokenbucket/tb/activities"
 	"github.com/tokenbucket/tb/bucket"
@@ -105,10 +104,9 @@ func (d *devCommand) run(cmd *cobra.Command, _ []string) error {
 	}
 	defer c.Close()
 
-	w := worker.New(c, workflows.TaskQueue, worker.Options{})
-	workflows.Register(w)
-	if err := w.Start(); err != nil {
-		return fmt.Errorf("starting the tb worker: %w", err)
+	w, err := startWorker(c, workflows.TaskQueue)
+	if err != nil {
+		return err
 	}
 	defer w.Stop()
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/tokenbucket/tb/workflows"
@@ -40,13 +41,22 @@ func (w *workerCommand) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer c.Close()
-	wk := worker.New(c, w.taskQueue, worker.Options{})
-	workflows.Register(wk)
-	if err := wk.Start(); err != nil {
-		return fmt.Errorf("starting worker: %w", err)
+	wk, err := startWorker(c, w.taskQueue)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(w.g.io.Err, "tb worker polling task queue %q on %s (namespace %s); Ctrl-C to stop\n", w.taskQueue, opts.HostPort, opts.Namespace)
 	<-ctx.Done()
 	wk.Stop()
 	return nil
+}
+
+// startWorker starts a worker running the bucket and refill workflows.
+func startWorker(c client.Client, taskQueue string) (worker.Worker, error) {
+	w := worker.New(c, taskQueue, worker.Options{})
+	workflows.Register(w)
+	if err := w.Start(); err != nil {
+		return nil, fmt.Errorf("starting the tb worker on task queue %q: %w", taskQueue, err)
+	}
+	return w, nil
 }
