@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1
+
+# The tb command: a static binary on a distroless base, run as a non-root user.
+#
+#   docker build -t tb .
+#   docker run --rm tb --help
+
+# Build stage.
+FROM golang:1.26 AS build
+WORKDIR /src
+# Modules first: this layer is reused until go.mod or go.sum change.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath -o /tb ./cmd/tb
+
+# Final stage: CA certificates and the binary (time zones are compiled in).
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /tb /tb
+USER nonroot:nonroot
+WORKDIR /home/nonroot
+ENTRYPOINT ["/tb"]
