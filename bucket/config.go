@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -78,6 +79,9 @@ func (p *parser) parse(data []byte) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		line, msg := splitYAMLError(err)
+		if line == 0 {
+			line = badByteLine(data)
+		}
 		p.errs = append(p.errs, &FieldError{File: p.file, Line: line, Err: errors.New(msg)})
 		return
 	}
@@ -291,6 +295,24 @@ func resolve(n *yaml.Node) *yaml.Node {
 		n = n.Alias
 	}
 	return n
+}
+
+// badByteLine returns the line of the first byte YAML refuses to read (an
+// invalid UTF-8 sequence or a control character), or 1: the YAML reader
+// reports those without a line.
+func badByteLine(data []byte) int {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 || r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
+			return line
+		}
+		if r == '\n' {
+			line++
+		}
+		i += size
+	}
+	return 1
 }
 
 // splitYAMLError splits "yaml: line 3: did not find expected key" into 3 and the rest.

@@ -64,6 +64,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`b.yaml: buckets: is required: the file declares no buckets`}},
 		{"syntax", "buckets:\n  - name: a\n    schedule: \"@hourly\n", []string{
 			`b.yaml:3: found unexpected end of stream`}},
+		{"control character", "buckets:\n  - name: a\x01\n", []string{
+			`b.yaml:2: control characters are not allowed`}},
 		{"not a mapping", "- a\n", []string{
 			`b.yaml:1: the file must be a mapping with a buckets list`}},
 		{"unknown top-level field", "bucket: []\n", []string{

@@ -1,0 +1,208 @@
+package workflows
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/tokenbucket/tb/bucket"
+)
+
+// A step is one operation of a random sequence, at an offset from t0.
+type step struct {
+	at        time.Duration
+	acquire   []AcquireRequest
+	refill    *Refill
+	configure *bucket.Spec
+}
+
+func (s step) String() string {
+	switch {
+	case s.acquire != nil:
+		return fmt.Sprintf("t+%v acquire %+v", s.at, s.acquire)
+	case s.refill != nil:
+		return fmt.Sprintf("t+%v refill %+v", s.at, *s.refill)
+	default:
+		return fmt.Sprintf("t+%v configure %+v", s.at, *s.configure)
+	}
+}
+
+// randomSteps makes a sequence of acquires (valid and invalid costs, fresh
+// and repeated request IDs), refills (scheduled ticks, some delivered twice,
+// and manual amounts) and reconfigurations (raising and lowering the maximum).
+func randomSteps(rng *rand.Rand, n int) []step {
+	var steps []step
+	at := time.Duration(0)
+	var ids, ticks []string
+	maximum := int64(10)
+	for i := range n {
+		at += time.Duration(rng.IntN(400)) * time.Millisecond
+		switch r := rng.IntN(10); {
+		case r < 6:
+			var reqs []AcquireRequest
+			for range 1 + rng.IntN(4) {
+				id := fmt.Sprintf("r%d-%d", i, len(reqs))
+				if len(ids) > 0 && rng.IntN(5) == 0 {
+					id = ids[rng.IntN(len(ids))] // a retry of an earlier request
+				}
+				ids = append(ids, id)
+				reqs = append(reqs, AcquireRequest{ID: id, Cost: rng.Int64N(maximum+3) - 1})
+			}
+			steps = append(steps, step{at: at, acquire: reqs})
+		case r < 9:
+			tick := t0.Add(at).Truncate(time.Second)
+			ref := Refill{ID: tick.Format(time.RFC3339Nano), Tick: tick}
+			switch rng.IntN(4) {
+			case 0: // manual top-up
+				ref = Refill{ID: fmt.Sprintf("manual-%d", i), Amount: 1 + rng.Int64N(6)}
+			case 1:
+				if len(ticks) > 0 { // a tick delivered again
+					old := ticks[rng.IntN(len(ticks))]
+					tick, _ = time.Parse(time.RFC3339Nano, old)
+					ref = Refill{ID: old, Tick: tick}
+				}
+			}
+			if !ref.Tick.IsZero() {
+				ticks = append(ticks, ref.ID)
+			}
+			steps = append(steps, step{at: at, refill: &ref})
+		default:
+			maximum = 1 + rng.Int64N(20)
+			spec := bucket.Spec{Name: "api", Schedule: []string{"@every 1s", "@every 2s"}[rng.IntN(2)], Amount: 1 + rng.Int64N(8), Maximum: maximum}
+			steps = append(steps, step{at: at, configure: &spec})
+		}
+	}
+	return steps
+}
+
+// model applies a step to the pure arithmetic, with the workflow's rules for
+// IDs: a granted request ID is granted again for free, a refill ID applies once.
+type model struct {
+	b       *bucket.Bucket
+	granted map[string]bool
+	ticks   map[string]bool
+	supply  int64 // initial tokens plus every token a refill added
+}
+
+func (m *model) apply(s step) []bool {
+	now := t0.Add(s.at)
+	switch {
+	case s.refill != nil:
+		if !m.ticks[s.refill.ID] {
+			m.ticks[s.refill.ID] = true
+			amount := s.refill.Amount
+			if amount == 0 {
+				amount = m.b.Spec().Amount
+			}
+			m.supply += m.b.Refill(now, s.refill.Tick, amount)
+		}
+	case s.configure != nil:
+		if err := m.b.Reconfigure(*s.configure); err != nil {
+			panic(err)
+		}
+	default:
+		costs := make([]int64, len(s.acquire))
+		seen := map[string]bool{}
+		for i, r := range s.acquire {
+			if !m.granted[r.ID] && !seen[r.ID] {
+				costs[i] = r.Cost
+			}
+			seen[r.ID] = true
+		}
+		results := m.b.Take(now, costs)
+		granted := make([]bool, len(costs))
+		for i, r := range s.acquire {
+			granted[i] = results[i].Granted || m.granted[r.ID] && costs[i] == 0 && firstIndex(s.acquire, r.ID) == i
+			if results[i].Granted {
+				m.granted[r.ID] = true
+			}
+		}
+		return granted
+	}
+	return nil
+}
+
+func firstIndex(reqs []AcquireRequest, id string) int {
+	for i, r := range reqs {
+		if r.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestRandomSequencesHoldTheInvariants drives the bucket workflow with random
+// sequences and checks after every step that 0 ≤ tokens ≤ maximum, that the
+// tokens granted never exceed the supply, and that the workflow and the pure
+// arithmetic, given the same sequence, agree on every grant and every token.
+func TestRandomSequencesHoldTheInvariants(t *testing.T) {
+	for seed := range uint64(30) {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			steps := randomSteps(rand.New(rand.NewPCG(seed, 7)), 60)
+			start := bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 3, Maximum: 10}
+			pure, err := bucket.New(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pure.Created = t0
+			m := &model{b: pure, granted: map[string]bool{}, ticks: map[string]bool{}, supply: start.Maximum}
+
+			h := newHarness(t)
+			type observed struct {
+				granted []bool
+				state   Status
+			}
+			got := make([]observed, len(steps))
+			updates := make([]*updateResult, len(steps))
+			for i, s := range steps {
+				h.at(s.at, func() {
+					switch {
+					case s.refill != nil:
+						h.refill(*s.refill)
+					case s.configure != nil:
+						updates[i] = h.update(ConfigureUpdate, fmt.Sprint("c", i), *s.configure)
+					default:
+						updates[i] = h.acquire(fmt.Sprint("u", i), s.acquire...)
+					}
+				})
+				// Observe just after the step, before the next one.
+				h.at(s.at+time.Microsecond, func() {
+					got[i].state = h.state()
+					if u := updates[i]; u != nil && s.acquire != nil && u.rejected == nil {
+						got[i].granted = granted(u.resp.Results)
+					}
+				})
+			}
+			h.run(BucketInput{Spec: start}, steps[len(steps)-1].at+time.Second)
+
+			for i, s := range steps {
+				want := m.apply(s)
+				st := got[i].state
+				if st.Tokens < 0 || st.Tokens > st.Spec.Maximum {
+					t.Fatalf("step %d (%v): %d tokens, maximum %d", i, s, st.Tokens, st.Spec.Maximum)
+				}
+				if st.Granted > m.supply {
+					t.Fatalf("step %d (%v): %d tokens granted, only %d ever supplied", i, s, st.Granted, m.supply)
+				}
+				if st.Tokens != m.b.Tokens || st.Granted != m.b.Granted {
+					t.Fatalf("step %d (%v): workflow has %d tokens and granted %d; the arithmetic says %d and %d",
+						i, s, st.Tokens, st.Granted, m.b.Tokens, m.b.Granted)
+				}
+				if s.acquire != nil {
+					if want == nil {
+						want = make([]bool, len(s.acquire))
+					}
+					g := got[i].granted
+					if g == nil {
+						g = make([]bool, len(s.acquire)) // rejected by the validator: nothing granted
+					}
+					if !reflect.DeepEqual(g, want) {
+						t.Fatalf("step %d (%v): workflow granted %v, the arithmetic %v", i, s, g, want)
+					}
+				}
+			}
+		})
+	}
+}
