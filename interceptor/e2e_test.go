@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	temporalinterceptor "go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
@@ -35,8 +36,9 @@ type recorder struct {
 }
 
 type start struct {
-	at     time.Time // wall clock, as the activity began
-	refill time.Time // the bucket's latest refill when it granted the token
+	workflow string
+	at       time.Time // wall clock, as the activity began
+	refill   time.Time // the bucket's latest refill when it granted the token
 }
 
 func (r *recorder) CallAPI(ctx context.Context) error {
@@ -46,7 +48,7 @@ func (r *recorder) CallAPI(ctx context.Context) error {
 		return temporal.NewNonRetryableApplicationError("ran without a grant", "NoGrant", nil)
 	}
 	r.mu.Lock()
-	r.starts = append(r.starts, start{at: now, refill: grant.LastRefill})
+	r.starts = append(r.starts, start{workflow: activity.GetInfo(ctx).WorkflowExecution.ID, at: now, refill: grant.LastRefill})
 	r.mu.Unlock()
 	return nil
 }
@@ -146,9 +148,15 @@ func TestBacklogDrainsAtTheBucketRate(t *testing.T) {
 	}
 	elapsed := time.Since(begin)
 
+	// Every activity ran. An attempt the server timed out (under heavy load)
+	// may run again, but only with a token of its own.
 	starts := rec.all()
-	if len(starts) != activities {
-		t.Fatalf("%d activity bodies ran, want %d", len(starts), activities)
+	ran := map[string]bool{}
+	for _, st := range starts {
+		ran[st.workflow] = true
+	}
+	if len(ran) != activities {
+		t.Fatalf("%d activities ran, want %d", len(ran), activities)
 	}
 	if os.Getenv("TB_DEBUG") != "" {
 		sort.Slice(starts, func(i, j int) bool { return starts[i].at.Before(starts[j].at) })
@@ -167,8 +175,8 @@ func TestBacklogDrainsAtTheBucketRate(t *testing.T) {
 			t.Errorf("%d starts in the refill window opened at %s; the bucket held at most %d", n, refill.Format("15:04:05.000"), maximum)
 		}
 	}
-	if st, err := s.State(ctx, spec.Name); err != nil || st.Granted != activities {
-		t.Errorf("the bucket granted %d tokens (%v); %d activities ran", st.Granted, err, activities)
+	if st, err := s.State(ctx, spec.Name); err != nil || st.Granted < int64(len(starts)) {
+		t.Errorf("the bucket granted %d tokens (%v), but activities started %d times", st.Granted, err, len(starts))
 	}
 
 	ideal := time.Duration(activities-maximum) * time.Second / amount
