@@ -56,13 +56,8 @@ func (s Spec) Validate() error {
 	add := func(field string, err error) {
 		errs = append(errs, &FieldError{Bucket: s.Name, Field: field, Err: err})
 	}
-	switch {
-	case s.Name == "":
-		add("name", errors.New("is required"))
-	case len(s.Name) > MaxNameLength:
-		add("name", fmt.Errorf("is longer than %d characters", MaxNameLength))
-	case !nameRE.MatchString(s.Name):
-		add("name", fmt.Errorf("%q may hold only letters, digits and '_'", s.Name))
+	if err := CheckName(s.Name); err != nil {
+		add("name", err)
 	}
 	if _, err := s.ParseSchedule(); err != nil {
 		field := "schedule"
@@ -92,6 +87,20 @@ func (s Spec) Validate() error {
 		return nil
 	}
 	return errs
+}
+
+// CheckName reports whether name can name a bucket: it becomes part of
+// workflow and Schedule IDs.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("is required")
+	case len(name) > MaxNameLength:
+		return fmt.Errorf("is longer than %d characters", MaxNameLength)
+	case !nameRE.MatchString(name):
+		return fmt.Errorf("%q may hold only letters, digits and '_'", name)
+	}
+	return nil
 }
 
 func checkCount(n int64) error {

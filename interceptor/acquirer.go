@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
 )
 
@@ -121,6 +122,10 @@ func (o *AcquirerOptions) setDefaults() error {
 // says why the bucket could not be reached; ctx's error when ctx ends first.
 // Tokens granted to a caller whose ctx has ended are not returned to the bucket.
 func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int64) (Decision, error) {
+	if err := bucket.CheckName(bucketName); err != nil {
+		return Decision{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("bucket %q: not a bucket name: %v", bucketName, err), workflows.ErrInvalidRequest, nil)
+	}
 	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost}, done: make(chan outcome, 1)}
 	if a.opts.Unbatched {
 		go a.send(bucketName, []*call{c}, 0)

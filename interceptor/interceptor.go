@@ -71,8 +71,11 @@ func New(opts Options) (*Interceptor, error) {
 		return nil, errors.New("interceptor: Options.Guards names no activity")
 	}
 	for name, g := range opts.Guards {
-		if g.Bucket == "" || g.Cost <= 0 {
-			return nil, fmt.Errorf("interceptor: activity %q: want a bucket and a cost > 0, got %+v", name, g)
+		if err := bucket.CheckName(g.Bucket); err != nil {
+			return nil, fmt.Errorf("interceptor: activity %q: bucket name %w", name, err)
+		}
+		if g.Cost <= 0 {
+			return nil, fmt.Errorf("interceptor: activity %q: cost must be greater than 0, got %d", name, g.Cost)
 		}
 	}
 	if opts.MaxWait == 0 {

@@ -137,10 +137,11 @@ func TestUnguardedActivityTakesNoToken(t *testing.T) {
 
 func TestNewRejectsBadOptions(t *testing.T) {
 	for name, opts := range map[string]Options{
-		"no guards":      {},
-		"no bucket":      {Guards: map[string]bucket.Guard{"A": {Cost: 1}}},
-		"zero cost":      {Guards: map[string]bucket.Guard{"A": {Bucket: "b"}}},
-		"three inflight": {Guards: map[string]bucket.Guard{"A": {Bucket: "b", Cost: 1}}, AcquirerOptions: AcquirerOptions{MaxInFlight: 3}},
+		"no guards":       {},
+		"no bucket":       {Guards: map[string]bucket.Guard{"A": {Cost: 1}}},
+		"bad bucket name": {Guards: map[string]bucket.Guard{"A": {Bucket: "a/b", Cost: 1}}},
+		"zero cost":       {Guards: map[string]bucket.Guard{"A": {Bucket: "b"}}},
+		"three inflight":  {Guards: map[string]bucket.Guard{"A": {Bucket: "b", Cost: 1}}, AcquirerOptions: AcquirerOptions{MaxInFlight: 3}},
 	} {
 		if _, err := New(opts); err == nil {
 			t.Errorf("%s: New accepted %+v", name, opts)
