@@ -29,8 +29,10 @@ type State struct {
 	LastTick time.Time `json:"lastTick,omitzero"`
 	// LastRefill is when the latest refill of any kind was applied.
 	LastRefill time.Time `json:"lastRefill,omitzero"`
-	// RefillLag is the smoothed delay between a tick's nominal time and its arrival.
-	RefillLag time.Duration `json:"refillLag,omitempty"`
+	// RefillLag is the smoothed delay between a tick's nominal time and its
+	// arrival, and RefillJitter the smoothed deviation from it.
+	RefillLag    time.Duration `json:"refillLag,omitempty"`
+	RefillJitter time.Duration `json:"refillJitter,omitempty"`
 	// Created is when the bucket was created.
 	Created time.Time `json:"created,omitzero"`
 	// Late lists grants made after a scheduled refill fell due, before it arrived.
@@ -118,6 +120,7 @@ func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 		if b.RefillLag == 0 {
 			b.RefillLag = lag
 		} else {
+			b.RefillJitter = (b.RefillJitter + (lag - b.RefillLag).Abs()) / 2
 			b.RefillLag = (b.RefillLag + lag) / 2
 		}
 	}
@@ -256,7 +259,7 @@ func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
 		if nominal.IsZero() {
 			return nominal, nominal
 		}
-		due := nominal.Add(b.RefillLag)
+		due := nominal.Add(b.expectedLag())
 		switch late := now.Sub(due); {
 		case late < 0:
 			return nominal, due
@@ -269,7 +272,14 @@ func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
 	if nominal.IsZero() {
 		return nominal, nominal
 	}
-	return nominal, nominal.Add(b.RefillLag)
+	return nominal, nominal.Add(b.expectedLag())
+}
+
+// expectedLag is how long after its tick a refill is expected: the smoothed
+// lag plus twice its smoothed deviation, so that callers told to come back
+// then rarely arrive before it.
+func (b *Bucket) expectedLag() time.Duration {
+	return min(b.RefillLag+2*b.RefillJitter, MaxRefillLag)
 }
 
 // forecastInto simulates refills from tokens, granting the requests costs[i]
@@ -284,7 +294,7 @@ func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue 
 			waits[queue[0]] = max(arrival.Sub(now), 0)
 		}
 		nominal = b.sched.Next(nominal)
-		arrival = nominal.Add(b.RefillLag)
+		arrival = nominal.Add(b.expectedLag())
 	}
 	last := NeverRetryAfter
 	if !nominal.IsZero() {

@@ -251,3 +251,17 @@ func TestRefillsLaterThanTheInterval(t *testing.T) {
 		t.Errorf("window 1 should hold 5 tokens: %+v, %d left", r, b.Tokens)
 	}
 }
+
+// Callers are sent back after the smoothed lag plus twice its deviation, so
+// most arrive once the refill has.
+func TestForecastAllowsForRefillJitter(t *testing.T) {
+	b := mustNew(t, Spec{Name: "j", Schedule: "@every 10s", Amount: 1, Maximum: 1})
+	b.Refill(at(10*time.Second+100*time.Millisecond), at(10*time.Second), 1)
+	b.Refill(at(20*time.Second+300*time.Millisecond), at(20*time.Second), 1)
+	if b.RefillLag != 200*time.Millisecond || b.RefillJitter != 100*time.Millisecond {
+		t.Fatalf("lag %v, jitter %v; want 200ms and 100ms", b.RefillLag, b.RefillJitter)
+	}
+	if got, want := b.NextRefill(at(25*time.Second)), at(30*time.Second+400*time.Millisecond); got != want {
+		t.Errorf("NextRefill = t0+%v, want t0+%v", got.Sub(t0), want.Sub(t0))
+	}
+}

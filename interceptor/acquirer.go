@@ -234,22 +234,41 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64) (unreported 
 	return unreported
 }
 
+// attemptTimeout bounds one try of an acquire update. The SDK retries a
+// refused call (a bucket busy continuing as new answers ResourceExhausted)
+// with backoff up to a tenth of the call's deadline, so short tries keep
+// those retries near 200ms; a try that runs out is sent again under the
+// same update ID, which Temporal answers once.
+var attemptTimeout = 2 * time.Second
+
 // update runs the acquire update, with the SDK's retries, within the timeout.
 func (a *Acquirer) update(name string, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
 	defer cancel()
-	var resp workflows.AcquireResponse
-	h, err := a.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+	opts := client.UpdateWorkflowOptions{
 		UpdateID:     uuid.NewString(),
 		WorkflowID:   workflows.BucketID(name),
 		UpdateName:   workflows.AcquireUpdate,
 		Args:         []any{batch},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
+	}
+	for {
+		resp, expired, err := a.try(ctx, opts)
+		if err == nil || !expired || ctx.Err() != nil {
+			return resp, classify(name, err)
+		}
+	}
+}
+
+// try sends the update once; expired reports that the try ran out of time.
+func (a *Acquirer) try(ctx context.Context, opts client.UpdateWorkflowOptions) (resp workflows.AcquireResponse, expired bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	h, err := a.c.UpdateWorkflow(ctx, opts)
 	if err == nil {
 		err = h.Get(ctx, &resp)
 	}
-	return resp, classify(name, err)
+	return resp, err != nil && ctx.Err() != nil, err
 }
 
 // classify turns the errors of an acquire update into the errors callers test for.

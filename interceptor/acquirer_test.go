@@ -24,6 +24,7 @@ type fakeBucket struct {
 
 	mu          sync.Mutex
 	batches     []workflows.AcquireBatch
+	updateIDs   []string
 	inFlight    int
 	maxInFlight int
 }
@@ -32,6 +33,7 @@ func (f *fakeBucket) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflow
 	batch := o.Args[0].(workflows.AcquireBatch)
 	f.mu.Lock()
 	f.batches = append(f.batches, batch)
+	f.updateIDs = append(f.updateIDs, o.UpdateID)
 	f.inFlight++
 	f.maxInFlight = max(f.maxInFlight, f.inFlight)
 	f.mu.Unlock()
@@ -283,4 +285,32 @@ func TestNewAcquirerOptions(t *testing.T) {
 	if _, err := NewAcquirer(&fakeBucket{}, AcquirerOptions{MaxInFlight: 3}); err == nil {
 		t.Error("MaxInFlight 3 was accepted")
 	}
+}
+
+func TestAcquirerResendsATimedOutTryUnderTheSameUpdateID(t *testing.T) {
+	defer func(d time.Duration) { attemptTimeout = d }(attemptTimeout)
+	attemptTimeout = 20 * time.Millisecond
+	tries := 0
+	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
+	a, _ := NewAcquirer(updaterFunc(func(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
+		if tries++; tries < 3 {
+			<-ctx.Done() // this try hangs until it runs out
+		} else {
+			close(f.gate)
+		}
+		return f.UpdateWorkflow(ctx, o)
+	}), AcquirerOptions{Timeout: 5 * time.Second})
+	d, err := a.Acquire(context.Background(), "b", "x", 1)
+	if err != nil || !d.Granted {
+		t.Fatalf("Acquire = %+v, %v", d, err)
+	}
+	if len(f.updateIDs) != 3 || f.updateIDs[0] != f.updateIDs[1] || f.updateIDs[1] != f.updateIDs[2] {
+		t.Errorf("update IDs of the tries: %q; want three, all the same", f.updateIDs)
+	}
+}
+
+type updaterFunc func(context.Context, client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
+
+func (f updaterFunc) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
+	return f(ctx, o)
 }
