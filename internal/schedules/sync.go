@@ -27,6 +27,8 @@ import (
 const (
 	catchupWindow = time.Minute
 	refillTimeout = 10 * time.Minute
+	// reconfigureTimeout bounds the wait for a running bucket to take a new spec.
+	reconfigureTimeout = 30 * time.Second
 )
 
 // Options configure Sync. The zero value is ready to use.
@@ -124,21 +126,65 @@ type syncer struct {
 }
 
 // apply brings one bucket's workflow and Schedule in line with spec.
+//
+// Both steps read before they write, so a step that failed for want of time
+// (a busy server) is simply tried again; what it had done is then found done.
 func (s *syncer) apply(ctx context.Context, spec bucket.Spec) Change {
 	ch := Change{Bucket: spec.Name}
-	var err error
-	if ch.Workflow, ch.Details, err = s.ensureWorkflow(ctx, spec); err != nil {
+	wf, details, err := retry(ctx, func() (Action, string, error) { return s.ensureWorkflow(ctx, spec) })
+	ch.Workflow, ch.Details = wf, details
+	if err != nil {
 		ch.Err = fmt.Errorf("bucket workflow: %w", err)
 		return ch
 	}
-	var details string
-	if ch.Schedule, details, err = s.ensureSchedule(ctx, spec); err != nil {
-		ch.Err = fmt.Errorf("refill Schedule: %w", err)
-	}
+	sched, details, err := retry(ctx, func() (Action, string, error) { return s.ensureSchedule(ctx, spec) })
+	ch.Schedule = sched
 	if ch.Details == "" {
 		ch.Details = details
 	}
+	if err != nil {
+		ch.Err = fmt.Errorf("refill Schedule: %w", err)
+	}
 	return ch
+}
+
+// retry runs step until it succeeds, fails for good, or has failed for want
+// of time three times. An action a failed try was taking is reported if a
+// later try finds it done.
+func retry(ctx context.Context, step func() (Action, string, error)) (Action, string, error) {
+	var tried Action
+	for attempt := 1; ; attempt++ {
+		action, details, err := step()
+		if err == nil {
+			if action == Unchanged && tried != "" {
+				action = tried
+			}
+			return action, details, nil
+		}
+		if action != "" {
+			tried = action
+		}
+		if attempt == 3 || ctx.Err() != nil || !transient(err) {
+			return "", details, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", details, err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
+}
+
+// transient reports whether err says the server was too busy or too slow to answer.
+func transient(err error) bool {
+	var (
+		deadline    *serviceerror.DeadlineExceeded
+		unavailable *serviceerror.Unavailable
+		exhausted   *serviceerror.ResourceExhausted
+		canceled    *serviceerror.Canceled
+	)
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &deadline) ||
+		errors.As(err, &unavailable) || errors.As(err, &exhausted) || errors.As(err, &canceled)
 }
 
 // taskQueue is where a bucket's workflows run.
@@ -171,17 +217,23 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 		if s.opts.DryRun {
 			return Updated, details, nil
 		}
-		h, err := s.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		uctx, cancel := context.WithTimeout(ctx, reconfigureTimeout)
+		defer cancel()
+		h, err := s.c.UpdateWorkflow(uctx, client.UpdateWorkflowOptions{
 			WorkflowID:   id,
 			UpdateName:   workflows.ConfigureUpdate,
 			Args:         []any{spec},
 			WaitForStage: client.WorkflowUpdateStageCompleted,
 		})
 		if err == nil {
-			err = h.Get(ctx, nil)
+			err = h.Get(uctx, nil)
+		}
+		if err != nil && uctx.Err() != nil && ctx.Err() == nil {
+			// Not transient: the bucket cannot answer without a worker.
+			return Updated, details, fmt.Errorf("reconfiguring: no answer within %v: is a tb worker polling task queue %q?", reconfigureTimeout, s.taskQueue(current))
 		}
 		if err != nil {
-			return "", "", fmt.Errorf("reconfiguring (is a tb worker polling task queue %q?): %w", s.taskQueue(current), err)
+			return Updated, details, fmt.Errorf("reconfiguring: %w", err)
 		}
 		return Updated, details, nil
 	}
@@ -195,7 +247,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 	}, workflows.BucketWorkflowType, workflows.BucketInput{Spec: spec})
 	if err != nil {
-		return "", "", fmt.Errorf("starting: %w", err)
+		return Created, "", fmt.Errorf("starting: %w", err)
 	}
 	return Created, "", nil
 }
@@ -231,7 +283,7 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 			Note:          "Refills bucket " + spec.Name + "; managed by tb sync-schedules",
 		})
 		if err != nil {
-			return "", "", fmt.Errorf("creating: %w", err)
+			return Created, "", fmt.Errorf("creating: %w", err)
 		}
 		return Created, "", nil
 	}
@@ -265,7 +317,7 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		},
 	})
 	if err != nil {
-		return "", "", fmt.Errorf("updating: %w", err)
+		return Updated, details, fmt.Errorf("updating: %w", err)
 	}
 	return Updated, details, nil
 }
