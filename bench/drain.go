@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	temporalinterceptor "go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/interceptor"
+)
+
+// DrainRow is how a backlog of guarded activities drains through a bucket
+// refilled with 10 tokens every second (maximum 10), for one way of limiting.
+type DrainRow struct {
+	Limiter    string  `json:"limiter"` // "tb", "fixed-5s", "task-queue-rps"
+	Activities int     `json:"activities"`
+	Reps       int     `json:"reps"`
+	IdealSec   float64 `json:"idealSec"`
+	DrainSec   float64 `json:"drainSec"` // median over reps
+	VsIdeal    float64 `json:"vsIdeal"`  // DrainSec / IdealSec
+	// DenialsPerGrant: answers "no token" per token granted; UpdatesPerGrant:
+	// acquire updates sent per token granted; AttemptsPerActivity: activity
+	// attempts started per activity (1 when no attempt was spent on a denial).
+	// Medians over reps.
+	DenialsPerGrant     float64 `json:"denialsPerGrant"`
+	UpdatesPerGrant     float64 `json:"updatesPerGrant"`
+	AttemptsPerActivity float64 `json:"attemptsPerActivity"`
+	// OverWindow is the most starts in one refill window minus the tokens
+	// available in it (must be ≤ 0), by the bucket's own refills where it
+	// has them, and over one-second wall-clock windows aligned to the ticks.
+	OverRefillWindow *int `json:"overRefillWindow,omitempty"`
+	OverClockWindow  int  `json:"overClockWindow"`
+}
+
+const (
+	drainAmount   = 10
+	drainActivity = "CallAPI"
+	drainWorkflow = "CallAPIOnce"
+)
+
+func callOnce(ctx workflow.Context) error {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		ScheduleToCloseTimeout: 10 * time.Minute,
+		StartToCloseTimeout:    time.Minute,
+		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 0},
+	})
+	return workflow.ExecuteActivity(ctx, drainActivity).Get(ctx, nil)
+}
+
+// recorder is the guarded activity: it notes each start and the refill its token came from.
+type recorder struct {
+	mu      sync.Mutex
+	starts  []time.Time
+	refills map[time.Time]int
+}
+
+func (r *recorder) call(ctx context.Context) error {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starts = append(r.starts, now)
+	if g, ok := interceptor.GrantFromContext(ctx); ok {
+		r.refills[g.LastRefill]++
+	} else if g, ok := ctx.Value(fixedGrantKey{}).(interceptor.Decision); ok {
+		r.refills[g.LastRefill]++
+	}
+	return nil
+}
+
+func runDrain(ctx context.Context, cfg config) ([]DrainRow, error) {
+	e, err := newEnv(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	n := cfg.scale(100, 300)
+	reps := cfg.scale(1, 3)
+	var rows []DrainRow
+	for _, limiter := range []string{"tb", "fixed-5s", "task-queue-rps"} {
+		row := DrainRow{Limiter: limiter, Activities: n, Reps: reps, IdealSec: float64(n-drainAmount) / drainAmount}
+		var drains, denials, updates, attempts []float64
+		for rep := range reps {
+			r, err := drainOnce(ctx, e, limiter, rep, n)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", limiter, err)
+			}
+			drains, denials = append(drains, r.drain.Seconds()), append(denials, r.denialsPerGrant)
+			updates, attempts = append(updates, r.updatesPerGrant), append(attempts, r.attemptsPerActivity)
+			row.OverClockWindow = max(row.OverClockWindow, r.overClock)
+			if r.overRefill != nil {
+				v := *r.overRefill
+				if row.OverRefillWindow != nil {
+					v = max(v, *row.OverRefillWindow)
+				}
+				row.OverRefillWindow = &v
+			}
+		}
+		row.DrainSec, row.DenialsPerGrant = median(drains), median(denials)
+		row.UpdatesPerGrant, row.AttemptsPerActivity = median(updates), median(attempts)
+		row.VsIdeal = row.DrainSec / row.IdealSec
+		rows = append(rows, row)
+		cfg.logf("drain: %s: %.1fs for ideal %.0fs (%.2fx), %.2f denials and %.2f updates per grant, %.2f attempts per activity",
+			limiter, row.DrainSec, row.IdealSec, row.VsIdeal, row.DenialsPerGrant, row.UpdatesPerGrant, row.AttemptsPerActivity)
+	}
+	return rows, nil
+}
+
+type drainResult struct {
+	drain               time.Duration
+	denialsPerGrant     float64
+	updatesPerGrant     float64
+	attemptsPerActivity float64
+	overRefill          *int
+	overClock           int
+}
+
+func drainOnce(ctx context.Context, e *env, limiter string, rep, n int) (drainResult, error) {
+	queue := fmt.Sprintf("drain-%s-%d", limiter, rep)
+	name := fmt.Sprintf("drain_%s_%d", map[string]string{"tb": "tb", "fixed-5s": "fixed", "task-queue-rps": "tq"}[limiter], rep)
+	spec := bucket.Spec{Name: name, Schedule: "@every 1s", Amount: drainAmount, Maximum: drainAmount}
+	if limiter != "task-queue-rps" {
+		if err := e.sync(ctx, spec); err != nil {
+			return drainResult{}, err
+		}
+		// Start once the Schedule is refilling the (full) bucket.
+		if err := waitForRefill(ctx, e, spec.Name); err != nil {
+			return drainResult{}, err
+		}
+	}
+	rec := &recorder{refills: map[time.Time]int{}}
+	var denied, granted, updates, attempts atomic.Int64
+	for range 2 { // two worker processes
+		c, err := e.newClient()
+		if err != nil {
+			return drainResult{}, err
+		}
+		opts := worker.Options{MaxConcurrentActivityExecutionSize: n/2 + 1}
+		counted := &countingUpdater{c: c, denied: &denied, granted: &granted, updates: &updates}
+		count := &attemptCounter{n: &attempts}
+		switch limiter {
+		case "tb":
+			acq, err := interceptor.NewAcquirer(counted, interceptor.AcquirerOptions{})
+			if err != nil {
+				return drainResult{}, err
+			}
+			ic, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{drainActivity: {Bucket: spec.Name, Cost: 1}}, Acquirer: acq})
+			if err != nil {
+				return drainResult{}, err
+			}
+			opts.Interceptors = []temporalinterceptor.WorkerInterceptor{count, ic}
+		case "fixed-5s":
+			acq, err := interceptor.NewAcquirer(counted, interceptor.AcquirerOptions{})
+			if err != nil {
+				return drainResult{}, err
+			}
+			opts.Interceptors = []temporalinterceptor.WorkerInterceptor{count, &fixedBackoff{acq: acq, bucket: spec.Name, activity: drainActivity, delay: 5 * time.Second}}
+		case "task-queue-rps":
+			opts.TaskQueueActivitiesPerSecond = drainAmount
+			opts.Interceptors = []temporalinterceptor.WorkerInterceptor{count}
+		}
+		w := worker.New(c, queue, opts)
+		w.RegisterWorkflowWithOptions(callOnce, workflow.RegisterOptions{Name: drainWorkflow})
+		w.RegisterActivityWithOptions(rec.call, activity.RegisterOptions{Name: drainActivity})
+		if err := e.start(w); err != nil {
+			return drainResult{}, err
+		}
+	}
+
+	begin := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run, err := e.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("%s-%d", queue, i), TaskQueue: queue}, drainWorkflow)
+			if err == nil {
+				err = run.Get(ctx, nil)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	res := drainResult{drain: time.Since(begin)}
+	close(errs)
+	if err := <-errs; err != nil {
+		return res, err
+	}
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if g := granted.Load(); g > 0 {
+		res.denialsPerGrant = float64(denied.Load()) / float64(g)
+		res.updatesPerGrant = float64(updates.Load()) / float64(g)
+	}
+	res.attemptsPerActivity = float64(attempts.Load()) / float64(n)
+	if len(rec.refills) > 0 {
+		most := 0
+		for _, c := range rec.refills {
+			most = max(most, c)
+		}
+		over := most - drainAmount
+		res.overRefill = &over
+	}
+	perSecond := map[int64]int{}
+	for _, s := range rec.starts {
+		perSecond[s.Unix()]++
+	}
+	counts := make([]int, 0, len(perSecond))
+	for _, c := range perSecond {
+		counts = append(counts, c)
+	}
+	res.overClock = slices.Max(counts) - drainAmount
+	return res, nil
+}
+
+// waitForRefill waits until a scheduled refill has reached the bucket.
+func waitForRefill(ctx context.Context, e *env, name string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := e.state(ctx, name)
+		if err == nil && !st.LastTick.IsZero() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("bucket %s: no refill within 30s", name)
+}

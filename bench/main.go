@@ -1,0 +1,109 @@
+// Command bench measures tb on an embedded Temporal server and prints a
+// markdown report of ratios measured side by side in one run:
+//
+//	go run ./bench                  # the whole set, a few minutes
+//	go run ./bench -long            # larger workloads, more repetitions
+//	go run ./bench -only overhead,drain -json results.json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// config is what every scenario reads.
+type config struct {
+	long bool
+	reps int
+	log  io.Writer
+}
+
+// scale picks the default or the -long size of a workload.
+func (c config) scale(short, long int) int {
+	if c.long {
+		return long
+	}
+	return short
+}
+
+func (c config) logf(format string, args ...any) {
+	fmt.Fprintf(c.log, "# "+format+"\n", args...)
+}
+
+// Report is everything one run measured; -json writes it.
+type Report struct {
+	Started    time.Time       `json:"started"`
+	Seconds    float64         `json:"seconds"`
+	Machine    string          `json:"machine"`
+	Long       bool            `json:"long"`
+	Overhead   []OverheadRow   `json:"overhead,omitempty"`
+	Throughput []ThroughputRow `json:"throughput,omitempty"`
+	Drain      []DrainRow      `json:"drain,omitempty"`
+	CAN        *CANResult      `json:"continueAsNew,omitempty"`
+	Many       *ManyResult     `json:"manyBuckets,omitempty"`
+}
+
+var scenarios = []string{"overhead", "throughput", "drain", "can", "many"}
+
+func main() {
+	if isWorkerProcess() {
+		runWorkerProcess()
+		return
+	}
+	long := flag.Bool("long", false, "larger workloads and more repetitions")
+	only := flag.String("only", strings.Join(scenarios, ","), "scenarios to run, comma-separated: "+strings.Join(scenarios, ", "))
+	jsonPath := flag.String("json", "bench-results.json", "where to write the results as JSON (\"\" for nowhere)")
+	flag.Parse()
+
+	cfg := config{long: *long, reps: 3, log: os.Stderr}
+	if *long {
+		cfg.reps = 5
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	report := &Report{Started: time.Now(), Long: *long,
+		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
+	var err error
+	for _, name := range strings.Split(*only, ",") {
+		if !slices.Contains(scenarios, name) {
+			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q; want some of %s\n", name, strings.Join(scenarios, ", "))
+			os.Exit(2)
+		}
+		cfg.logf("scenario %s", name)
+		switch name {
+		case "overhead":
+			report.Overhead, err = runOverhead(ctx, cfg)
+		case "throughput":
+			report.Throughput, err = runThroughput(ctx, cfg)
+		case "drain":
+			report.Drain, err = runDrain(ctx, cfg)
+		case "can":
+			report.CAN, err = runCAN(ctx, cfg)
+		case "many":
+			report.Many, err = runMany(ctx, cfg)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", name, err)
+			os.Exit(1)
+		}
+	}
+	report.Seconds = time.Since(report.Started).Seconds()
+	printMarkdown(os.Stdout, report)
+	if *jsonPath != "" {
+		data, _ := json.MarshalIndent(report, "", "  ")
+		if err := os.WriteFile(*jsonPath, append(data, '\n'), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/workflows"
+)
+
+// ManyResult is 1,000 buckets synced and refilled, with the tb worker in a
+// process of its own so its memory can be read.
+type ManyResult struct {
+	Buckets      int     `json:"buckets"`
+	Schedule     string  `json:"schedule"`
+	SyncFirstSec float64 `json:"syncFirstSec"`
+	SyncAgainSec float64 `json:"syncAgainSec"` // the idempotent rerun
+	// WorkerHeapMB is the tb worker's live Go heap with every bucket
+	// running, and WorkerIdleHeapMB before any existed.
+	WorkerHeapMB     float64 `json:"workerHeapMB"`
+	WorkerIdleHeapMB float64 `json:"workerIdleHeapMB"`
+	// OnTime is the share of buckets whose last tick reached them within
+	// onTimeWithin; RefillLag is the delay from that tick to its refill.
+	OnTime         float64 `json:"onTime"`
+	OnTimeWithinMs float64 `json:"onTimeWithinMs"`
+	Landed         int     `json:"landed"` // buckets the last tick reached before the check
+	RefillLagP50ms float64 `json:"refillLagP50ms"`
+	RefillLagP99ms float64 `json:"refillLagP99ms"`
+	Checked        int     `json:"checked"` // buckets that answered the state query
+}
+
+// A refill counts as on time when it lands within onTimeWithin of its tick;
+// the check runs settle after the tick.
+const (
+	onTimeWithin = 5 * time.Second
+	settle       = 20 * time.Second
+)
+
+const workerEnv = "TB_BENCH_WORKER" // host:port/namespace of the server a worker process joins
+
+func isWorkerProcess() bool { return os.Getenv(workerEnv) != "" }
+
+// runWorkerProcess runs a tb worker until stdin closes.
+func runWorkerProcess() {
+	addr, ns, _ := strings.Cut(os.Getenv(workerEnv), "/")
+	c, err := client.Dial(client.Options{HostPort: addr, Namespace: ns, Logger: quiet})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	w := worker.New(c, workflows.TaskQueue, worker.Options{})
+	workflows.Register(w)
+	if err := w.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	// Each line on stdin asks for the live heap; the end of stdin stops the worker.
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		fmt.Println(m.HeapAlloc)
+	}
+	w.Stop()
+	c.Close()
+}
+
+func runMany(ctx context.Context, cfg config) (*ManyResult, error) {
+	const (
+		buckets  = 1000
+		every    = time.Minute
+		schedule = "@every 60s" // all 1,000 fire in the same second: the hardest case
+	)
+	e, err := newEnv(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	worker, err := startWorkerProcess(e)
+	if err != nil {
+		return nil, err
+	}
+	defer worker.stop()
+	res := &ManyResult{Buckets: buckets, Schedule: schedule}
+	if res.WorkerIdleHeapMB, err = worker.heapMB(); err != nil {
+		return nil, err
+	}
+
+	specs := make([]bucket.Spec, buckets)
+	for i := range specs {
+		specs[i] = bucket.Spec{Name: fmt.Sprintf("many_%04d", i), Schedule: schedule, Amount: 1, Maximum: 10}
+	}
+	start := time.Now()
+	if err := e.sync(ctx, specs...); err != nil {
+		return nil, err
+	}
+	res.SyncFirstSec = time.Since(start).Seconds()
+	start = time.Now()
+	if err := e.sync(ctx, specs...); err != nil {
+		return nil, err
+	}
+	res.SyncAgainSec = time.Since(start).Seconds()
+	cfg.logf("many buckets: sync %.1fs, again %.1fs", res.SyncFirstSec, res.SyncAgainSec)
+
+	// Wait for the ticks after the sync, then check each bucket's latest.
+	ticks := cfg.scale(1, 3)
+	due := time.Now().Truncate(every).Add(time.Duration(ticks) * every)
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(time.Until(due) + settle):
+	}
+	var (
+		mu          sync.Mutex
+		lags        []time.Duration
+		onTime      int
+		wg          sync.WaitGroup
+		sem         = make(chan struct{}, 16)
+		lastQueryEr error
+	)
+	for _, s := range specs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			st, err := e.state(ctx, s.Name)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				lastQueryEr = err
+				return
+			}
+			res.Checked++
+			if st.LastTick.Equal(due) {
+				lag := st.LastRefill.Sub(st.LastTick)
+				lags = append(lags, lag)
+				if lag <= onTimeWithin {
+					onTime++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if res.Checked == 0 {
+		return nil, fmt.Errorf("no bucket answered: %w", lastQueryEr)
+	}
+	res.OnTime = float64(onTime) / float64(buckets)
+	res.Landed, res.OnTimeWithinMs = len(lags), ms(onTimeWithin)
+	res.RefillLagP50ms, res.RefillLagP99ms = ms(percentile(lags, 50)), ms(percentile(lags, 99))
+	if res.WorkerHeapMB, err = worker.heapMB(); err != nil {
+		return nil, err
+	}
+	cfg.logf("many buckets: tick reached %d; %.0f%% within %v, refill lag p50 %.0fms p99 %.0fms, worker heap %.1f MB (idle %.1f MB)",
+		res.Landed, 100*res.OnTime, onTimeWithin, res.RefillLagP50ms, res.RefillLagP99ms, res.WorkerHeapMB, res.WorkerIdleHeapMB)
+	return res, nil
+}
+
+type workerProcess struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startWorkerProcess runs a tb worker in a child process of this program.
+func startWorkerProcess(e *env) (*workerProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), workerEnv+"="+e.srv.Address()+"/"+e.srv.Namespace())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	w := &workerProcess{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	if line, err := w.out.ReadString('\n'); err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("worker process did not start: %q %v", line, err)
+	}
+	return w, nil
+}
+
+func (w *workerProcess) stop() {
+	w.stdin.Close()
+	w.cmd.Wait()
+}
+
+// heapMB asks the worker process for its live heap after a collection.
+func (w *workerProcess) heapMB() (float64, error) {
+	if _, err := io.WriteString(w.stdin, "heap\n"); err != nil {
+		return 0, err
+	}
+	line, err := w.out.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	bytes, err := strconv.ParseFloat(strings.TrimSpace(line), 64)
+	return bytes / (1 << 20), err
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+func printMarkdown(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "# tb benchmarks\n\n%s; embedded Temporal server (SQLite in memory) in the same process; run took %.0fs%s.\n\n",
+		r.Machine, r.Seconds, map[bool]string{true: " (-long)", false: ""}[r.Long])
+
+	if len(r.Overhead) > 0 {
+		fmt.Fprintf(w, "## Overhead: one no-op guarded activity, plenty of tokens, against the interceptor off\n\n")
+		fmt.Fprintf(w, "| concurrent workflows | workflows × reps | off p50 | on p50 | **p50 ratio** | off p99 | on p99 | p99 ratio |\n|---|---|---|---|---|---|---|---|\n")
+		for _, o := range r.Overhead {
+			fmt.Fprintf(w, "| %d | %d × %d | %.1f ms | %.1f ms | **%.2f×** | %.1f ms | %.1f ms | %.2f× |\n",
+				o.Concurrency, o.Workflows, o.Reps, o.OffP50ms, o.OnP50ms, o.RatioP50, o.OffP99ms, o.OnP99ms, o.RatioP99)
+		}
+		fmt.Fprintln(w, "\nRatios are medians of per-repetition ratios; modes alternate order between repetitions.")
+		fmt.Fprintln(w)
+	}
+	if len(r.Throughput) > 0 {
+		fmt.Fprintf(w, "## Grant throughput of one bucket: callers on the acquirer directly\n\n")
+		fmt.Fprintf(w, "| processes | callers | one update per call: grants/s (mean) | p99 | tb: grants/s (mean) | p99 | **tb ÷ per-call** | ResourceExhausted (per-call / tb) | errors (per-call / tb) |\n|---|---|---|---|---|---|---|---|---|\n")
+		for i := 0; i+1 < len(r.Throughput); i += 2 {
+			u, b := r.Throughput[i], r.Throughput[i+1]
+			ratio := fmt.Sprintf("**%.1f×**", b.VsUnbatched)
+			if b.VsUnbatched == 0 {
+				ratio = "**∞** (per-call granted nothing)"
+			}
+			fmt.Fprintf(w, "| %d | %d | %.0f (%.0f) | %s | %.0f (%.0f) | %s | %s | %d / %d | %d / %d |\n",
+				b.Processes, b.Callers, u.GrantsPerSec, u.MeanGrantsPerSec, latency(u.P99ms), b.GrantsPerSec, b.MeanGrantsPerSec, latency(b.P99ms), ratio,
+				u.ResourceExhausted, b.ResourceExhausted, u.Errors, b.Errors)
+		}
+		fmt.Fprintln(w, "\nGrants per second: the median of one-second windows, and in brackets the mean over the run, which the ratio uses; p99 is the acquire latency of the granted calls.")
+		fmt.Fprintln(w)
+	}
+	if len(r.Drain) > 0 {
+		fmt.Fprintf(w, "## Backlog drain: %d activities queued at once, bucket @every 1s, amount 10, maximum 10\n\n", r.Drain[0].Activities)
+		fmt.Fprintf(w, "| limiter | drain | ideal | **drain ÷ ideal** | denials per grant | acquire updates per grant | attempts per activity | most starts in a refill window − tokens | same, 1 s clock windows |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, d := range r.Drain {
+			window := "n/a"
+			if d.OverRefillWindow != nil {
+				window = fmt.Sprint(*d.OverRefillWindow)
+			}
+			fmt.Fprintf(w, "| %s | %.1f s | %.0f s | **%.2f×** | %.2f | %.2f | %.2f | %s | %d |\n",
+				d.Limiter, d.DrainSec, d.IdealSec, d.VsIdeal, d.DenialsPerGrant, d.UpdatesPerGrant, d.AttemptsPerActivity, window, d.OverClockWindow)
+		}
+		fmt.Fprintf(w, "\nMedians of %d repetition(s). fixed-5s retries a denied activity after 5 s, as the Celery package's countdown; task-queue-rps is Temporal's TaskQueueActivitiesPerSecond = 10 on a dedicated task queue, with no bucket.\n\n", r.Drain[0].Reps)
+	}
+	if c := r.CAN; c != nil {
+		fmt.Fprintf(w, "## Continue-as-new under load: %d callers, a new run every %d updates\n\n", c.Callers, c.MaxUpdatesPerRun)
+		fmt.Fprintf(w, "| seconds | boundaries | acquires | errors | granted | deducted | bucket counts | p50 | p99 | spanning a boundary: n, p50 / p99 | others: p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| %.0f | %d | %d | %d | %d | %d | %d | %.1f ms | %.1f ms | %d, %.0f / %.0f ms | %.1f ms |\n\n",
+			c.Seconds, c.Boundaries, c.Acquires, c.Errors, c.GrantedTokens, c.DeductedTokens, c.BucketGranted, c.P50ms, c.P99ms,
+			c.Spanning, c.BoundaryP50ms, c.BoundaryP99ms, c.AwayP99ms)
+	}
+	if m := r.Many; m != nil {
+		fmt.Fprintf(w, "## Many buckets: %d buckets refilled %s\n\n", m.Buckets, m.Schedule)
+		fmt.Fprintf(w, "| first sync | idempotent rerun | rerun ÷ first | worker heap (idle → all buckets) | tick landed | within %.0f s | refill lag p50 / p99 |\n|---|---|---|---|---|---|---|\n", m.OnTimeWithinMs/1000)
+		fmt.Fprintf(w, "| %.1f s | %.1f s | %.2f× | %.1f MB → %.1f MB | %d of %d | %.1f%% | %.0f / %.0f ms |\n\n",
+			m.SyncFirstSec, m.SyncAgainSec, m.SyncAgainSec/m.SyncFirstSec, m.WorkerIdleHeapMB, m.WorkerHeapMB, m.Landed, m.Buckets, 100*m.OnTime, m.RefillLagP50ms, m.RefillLagP99ms)
+	}
+}
+
+func latency(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
