@@ -11,10 +11,10 @@ func printMarkdown(w io.Writer, r *Report) {
 
 	if len(r.Overhead) > 0 {
 		fmt.Fprintf(w, "## Overhead: one no-op guarded activity, plenty of tokens, against the interceptor off\n\n")
-		fmt.Fprintf(w, "| concurrent workflows | workflows × reps | off p50 | on p50 | **p50 ratio** | off p99 | on p99 | p99 ratio |\n|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| concurrent workflows | pause between | workflows × reps | off p50 | on p50 | **p50 ratio** | off p99 | on p99 | p99 ratio |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, o := range r.Overhead {
-			fmt.Fprintf(w, "| %d | %d × %d | %.1f ms | %.1f ms | **%.2f×** | %.1f ms | %.1f ms | %.2f× |\n",
-				o.Concurrency, o.Workflows, o.Reps, o.OffP50ms, o.OnP50ms, o.RatioP50, o.OffP99ms, o.OnP99ms, o.RatioP99)
+			fmt.Fprintf(w, "| %d | %.0f ms | %d × %d | %.1f ms | %.1f ms | **%.2f×** | %.1f ms | %.1f ms | %.2f× |\n",
+				o.Concurrency, o.PauseMs, o.Workflows, o.Reps, o.OffP50ms, o.OnP50ms, o.RatioP50, o.OffP99ms, o.OnP99ms, o.RatioP99)
 		}
 		fmt.Fprintln(w, "\nRatios are medians of per-repetition ratios; modes alternate order between repetitions.")
 		fmt.Fprintln(w)
