@@ -74,6 +74,10 @@ func (u *countingUpdater) UpdateWorkflow(ctx context.Context, o client.UpdateWor
 	return &countingHandle{WorkflowUpdateHandle: h, u: u, n: n}, nil
 }
 
+func (u *countingUpdater) SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error {
+	return u.c.SignalWorkflow(ctx, workflowID, runID, signalName, arg)
+}
+
 type countingHandle struct {
 	client.WorkflowUpdateHandle
 	u *countingUpdater

@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -37,6 +38,8 @@ type State struct {
 	Created time.Time `json:"created,omitzero"`
 	// Late lists grants made after a scheduled refill fell due, before it arrived.
 	Late []Spend `json:"late,omitempty"`
+	// Leases lists the tokens lent since the latest refill, by lease ID.
+	Leases []Lease `json:"leases,omitempty"`
 	// Granted and Denied count tokens granted and refused over the bucket's life.
 	Granted int64 `json:"granted"`
 	Denied  int64 `json:"denied"`
@@ -113,6 +116,7 @@ func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 	late := b.lateSpend(tick)
 	b.Tokens = max(0, min(b.spec.Maximum, b.Tokens+late+amount)-late)
 	b.LastRefill = now
+	b.Leases = nil // lent in a window that has ended: no longer returnable
 	if !tick.IsZero() && tick.After(b.LastTick) {
 		b.LastTick = tick
 		b.trimLateSpend()
@@ -171,6 +175,62 @@ func (b *Bucket) Take(now time.Time, costs []int64) []Result {
 	return results
 }
 
+// A Lease is tokens lent to one process, which hands them out itself until
+// the next tick.
+type Lease struct {
+	ID     string `json:"id"`
+	Tokens int64  `json:"tokens"`
+}
+
+// Lend grants cost tokens under lease id for a process to hand out until
+// NextTick, if the bucket is rich: it still holds at least as many once they
+// are lent, and no scheduled refill is due (tokens lent now must belong to
+// the current window). It reports whether it lent them.
+func (b *Bucket) Lend(now time.Time, id string, cost int64) bool {
+	if id == "" || CheckCost(cost, b.spec.Maximum) != nil || b.Tokens < 2*cost || b.refillDue(now) {
+		return false
+	}
+	b.Tokens -= cost
+	b.Granted += cost
+	b.Leases = append(b.Leases, Lease{ID: id, Tokens: cost})
+	return true
+}
+
+// Return gives back unused tokens of lease id, once: only while the window
+// they were lent in lasts (no refill since, none due), and never more than
+// the lease lent or than fits under the maximum. It returns how many it took back.
+func (b *Bucket) Return(now time.Time, id string, tokens int64) int64 {
+	i := slices.IndexFunc(b.Leases, func(l Lease) bool { return l.ID == id })
+	if i < 0 {
+		return 0
+	}
+	lease := b.Leases[i]
+	b.Leases = slices.Delete(b.Leases, i, i+1)
+	if tokens <= 0 || b.refillDue(now) {
+		return 0
+	}
+	back := min(tokens, lease.Tokens, b.spec.Maximum-b.Tokens)
+	b.Tokens += back
+	b.Granted -= back
+	return back
+}
+
+// NextTick returns the nominal time of the next scheduled refill, or zero
+// before the bucket knows where its schedule stands.
+func (b *Bucket) NextTick() time.Time {
+	if base := b.tickBase(); !base.IsZero() {
+		return b.sched.Next(base)
+	}
+	return time.Time{}
+}
+
+// refillDue reports whether a scheduled refill's tick has passed and the
+// refill has not arrived.
+func (b *Bucket) refillDue(now time.Time) bool {
+	due := b.NextTick()
+	return due.IsZero() || !now.Before(due)
+}
+
 func (b *Bucket) validIndexes(costs []int64) []int {
 	valid := make([]int, 0, len(costs))
 	for i, c := range costs {
@@ -194,13 +254,8 @@ const maxSpends = 256
 
 // noteLateSpend records tokens granted at now if a scheduled refill is due.
 func (b *Bucket) noteLateSpend(now time.Time, tokens int64) {
-	if tokens == 0 {
+	if tokens == 0 || !b.tickBase().IsZero() && !b.refillDue(now) {
 		return
-	}
-	if base := b.tickBase(); !base.IsZero() {
-		if due := b.sched.Next(base); due.IsZero() || now.Before(due) {
-			return
-		}
 	}
 	b.Late = append(b.Late, Spend{At: now, Tokens: tokens})
 	if len(b.Late) > maxSpends {

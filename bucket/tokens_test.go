@@ -265,3 +265,40 @@ func TestForecastAllowsForRefillJitter(t *testing.T) {
 		t.Errorf("NextRefill = t0+%v, want t0+%v", got.Sub(t0), want.Sub(t0))
 	}
 }
+
+func TestLendAndReturn(t *testing.T) {
+	b := mustNew(t, Spec{Name: "l", Schedule: "@every 10s", Amount: 100, Maximum: 100})
+	b.Created = t0
+	if got := b.NextTick(); got != at(10*time.Second) {
+		t.Fatalf("NextTick = %v", got.Sub(t0))
+	}
+	if !b.Lend(at(time.Second), "a", 40) || b.Tokens != 60 || b.Granted != 40 {
+		t.Fatalf("lend 40 of 100: tokens %d granted %d", b.Tokens, b.Granted)
+	}
+	if b.Lend(at(time.Second), "b", 40) {
+		t.Error("lent 40 of 60: a lender must keep as many as it lends")
+	}
+	if b.Lend(at(10*time.Second+time.Millisecond), "c", 10) {
+		t.Error("lent while a refill is due")
+	}
+	// Returned within the window: taken back, once, and never more than lent.
+	if got := b.Return(at(9*time.Second), "nope", 15); got != 0 {
+		t.Errorf("a return for no lease took %d", got)
+	}
+	if got := b.Return(at(9*time.Second), "a", 55); got != 40 || b.Tokens != 100 || b.Granted != 0 {
+		t.Errorf("return 55 of a lease of 40: took %d, tokens %d, granted %d", got, b.Tokens, b.Granted)
+	}
+	if got := b.Return(at(9*time.Second), "a", 5); got != 0 {
+		t.Errorf("a second return took %d", got)
+	}
+	// Returned after the tick, or after a refill: the window has ended, nothing comes back.
+	b.Lend(at(9*time.Second), "d", 10)
+	if got := b.Return(at(10*time.Second), "d", 5); got != 0 {
+		t.Errorf("a return after the tick took %d", got)
+	}
+	b.Lend(at(9*time.Second), "e", 10)
+	b.Refill(at(10*time.Second+100*time.Millisecond), at(10*time.Second), 100)
+	if got := b.Return(at(11*time.Second), "e", 5); got != 0 {
+		t.Errorf("a return of tokens lent before the last refill took %d", got)
+	}
+}

@@ -19,6 +19,8 @@ import (
 // Updater is the part of a Temporal client the Acquirer uses; client.Client implements it.
 type Updater interface {
 	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
+	// SignalWorkflow gives back the unused tokens of a lease.
+	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
 }
 
 // AcquirerOptions configure an Acquirer. The zero value is ready to use.
@@ -35,7 +37,18 @@ type AcquirerOptions struct {
 	// Unbatched sends one update per Acquire call, with no limit on updates in
 	// flight: what a naive limiter does. It exists to measure batching against.
 	Unbatched bool
+	// Lease, when above 0, borrows that many tokens from a rich bucket (one
+	// that keeps at least as many) with each update, and hands them to later
+	// callers at once, without a round trip, until shortly before the
+	// bucket's next tick; the unused rest is then given back. A process that
+	// dies holding a lease loses it: at most Lease tokens per bucket, never
+	// granted twice. Default 0: every grant is a round trip.
+	Lease int64
 }
+
+// leaseMargin ends a lease that long before the bucket's next tick, so the
+// return of its unused tokens reaches the bucket within the window.
+const leaseMargin = 500 * time.Millisecond
 
 // DefaultAcquireTimeout bounds an acquire update unless AcquirerOptions.Timeout says otherwise.
 const DefaultAcquireTimeout = 10 * time.Second
@@ -74,6 +87,16 @@ type queue struct {
 	// rejected counts tokens the bucket's validator turned away since the
 	// last accepted batch; the next batch reports them so the bucket counts them.
 	rejected int64
+	lease    lease
+}
+
+// A lease is tokens lent to this process, handed out until until.
+type lease struct {
+	id        string
+	tokens    int64
+	until     time.Time
+	requested bool // a lease request is in flight
+	bucket    Decision
 }
 
 type call struct {
@@ -110,6 +133,9 @@ func (o *AcquirerOptions) setDefaults() error {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultAcquireTimeout
 	}
+	if o.Lease < 0 {
+		return fmt.Errorf("interceptor: Lease is %d; use 0 (no lease) or more", o.Lease)
+	}
 	return nil
 }
 
@@ -128,7 +154,7 @@ func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int6
 	}
 	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost}, done: make(chan outcome, 1)}
 	if a.opts.Unbatched {
-		go a.send(bucketName, []*call{c}, 0)
+		go a.send(bucketName, []*call{c}, 0, nil)
 	} else {
 		a.enqueue(bucketName, c)
 	}
@@ -147,6 +173,14 @@ func (a *Acquirer) enqueue(name string, c *call) {
 	if q == nil {
 		q = &queue{}
 		a.queues[name] = q
+	}
+	if l := &q.lease; l.tokens >= c.req.Cost && time.Now().Before(l.until) {
+		l.tokens -= c.req.Cost
+		d := l.bucket
+		d.Granted = true
+		a.mu.Unlock()
+		c.done <- outcome{d: d}
+		return
 	}
 	q.pending = append(q.pending, c)
 	start := q.inFlight < a.opts.MaxInFlight
@@ -187,32 +221,74 @@ func (a *Acquirer) drain(name string, q *queue) {
 		q.pending = append([]*call(nil), q.pending[n:]...)
 		rejected := q.rejected
 		q.rejected = 0
+		var borrow *workflows.AcquireRequest
+		if a.opts.Lease > 0 && !q.lease.requested && q.lease.tokens == 0 {
+			borrow = &workflows.AcquireRequest{ID: "lease-" + uuid.NewString(), Cost: a.opts.Lease, Optional: true}
+			q.lease.requested = true
+		}
 		a.mu.Unlock()
 
-		if unreported := a.send(name, batch, rejected); unreported > 0 {
-			a.mu.Lock()
-			q.rejected += unreported
-			a.mu.Unlock()
+		resp, lent, unreported := a.send(name, batch, rejected, borrow)
+		a.mu.Lock()
+		q.rejected += unreported
+		if borrow != nil {
+			q.lease.requested = false
+			if lent && !resp.NextTick.IsZero() {
+				a.lend(name, q, borrow.ID, resp)
+			}
 		}
+		a.mu.Unlock()
 	}
 }
 
-// send sends one acquire update and answers every call in it. It returns the
-// number of rejected tokens still to report: those it was given, unless the
-// update was accepted, plus any the validator turned away now.
-func (a *Acquirer) send(name string, batch []*call, rejected int64) (unreported int64) {
-	reqs := make([]workflows.AcquireRequest, len(batch))
+// lend keeps the tokens the bucket lent, and gives back what is left of them
+// when the lease ends. a.mu must be held.
+func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.AcquireResponse) {
+	until := resp.NextTick.Add(-leaseMargin)
+	q.lease = lease{id: id, tokens: a.opts.Lease, until: until,
+		bucket: Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}}
+	time.AfterFunc(time.Until(until), func() {
+		a.mu.Lock()
+		left := int64(0)
+		if q.lease.id == id {
+			left, q.lease.tokens = q.lease.tokens, 0
+		}
+		a.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), leaseMargin)
+		defer cancel()
+		// A return that does not arrive in time is ignored by the bucket: the tokens are lost, never doubled.
+		_ = a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReturnSignal,
+			workflows.Return{ID: id, Tokens: left})
+	})
+}
+
+// send sends one acquire update, with borrow (a lease request) last if not
+// nil, and answers every call in it. It returns the bucket's answer, whether
+// it lent the lease, and the number of rejected tokens still to report: those
+// it was given, unless the update was accepted, plus any the validator
+// turned away now.
+func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64) {
+	reqs := make([]workflows.AcquireRequest, len(batch), len(batch)+1)
 	for i, c := range batch {
 		reqs[i] = c.req
+	}
+	if borrow != nil {
+		reqs = append(reqs, *borrow)
 	}
 	resp, err := a.update(name, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
 	if denied, ok := workflows.IsRateLimited(err); ok {
 		resp, err, unreported = denied, nil, rejected
-		for _, r := range reqs {
-			unreported += r.Cost
+		for _, c := range batch {
+			unreported += c.req.Cost
 		}
 	} else if err != nil {
 		unreported = rejected
+	}
+	if borrow != nil && err == nil && len(resp.Results) == len(reqs) {
+		lent = resp.Results[len(batch)].Granted
 	}
 	for i, c := range batch {
 		if err != nil {
@@ -231,7 +307,7 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64) (unreported 
 		}
 		c.done <- outcome{d: d}
 	}
-	return unreported
+	return resp, lent, unreported
 }
 
 // attemptTimeout bounds one try of an acquire update. The SDK retries a

@@ -25,6 +25,7 @@ type fakeBucket struct {
 	mu          sync.Mutex
 	batches     []workflows.AcquireBatch
 	updateIDs   []string
+	returns     []workflows.Return
 	inFlight    int
 	maxInFlight int
 }
@@ -54,6 +55,15 @@ func (f *fakeBucket) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflow
 		return nil, err
 	}
 	return handle{resp}, nil
+}
+
+func (f *fakeBucket) SignalWorkflow(_ context.Context, _, _, name string, arg any) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if name == workflows.ReturnSignal {
+		f.returns = append(f.returns, arg.(workflows.Return))
+	}
+	return nil
 }
 
 func (f *fakeBucket) sent() []workflows.AcquireBatch {
@@ -313,4 +323,53 @@ type updaterFunc func(context.Context, client.UpdateWorkflowOptions) (client.Wor
 
 func (f updaterFunc) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
 	return f(ctx, o)
+}
+
+func (updaterFunc) SignalWorkflow(context.Context, string, string, string, any) error { return nil }
+
+func TestAcquirerLease(t *testing.T) {
+	nextTick := time.Now().Add(leaseMargin + 300*time.Millisecond)
+	lentAt := time.Unix(50, 0)
+	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		resp, _ := grantAll(b)
+		resp.NextTick, resp.LastRefill = nextTick, lentAt
+		return resp, nil
+	}}
+	a, err := NewAcquirer(f, AcquirerOptions{Lease: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		d, err := a.Acquire(context.Background(), "b", fmt.Sprint(i), 1)
+		if err != nil || !d.Granted || !d.LastRefill.Equal(lentAt) {
+			t.Fatalf("acquire %d: %+v, %v", i, d, err)
+		}
+	}
+	// The first update carried a lease of 5, which served the next 5 callers.
+	b := f.sent()
+	if len(b) != 1 || len(b[0].Requests) != 2 || !b[0].Requests[1].Optional || b[0].Requests[1].Cost != 5 {
+		t.Fatalf("updates sent: %+v; want one, with a lease of 5 after the request", b)
+	}
+	// The 7th caller finds the lease spent: a new update, with a new lease.
+	if d, err := a.Acquire(context.Background(), "b", "7", 2); err != nil || !d.Granted {
+		t.Fatalf("acquire 7: %+v, %v", d, err)
+	}
+	if a.Acquire(context.Background(), "b", "8", 1); len(f.sent()) != 2 {
+		t.Errorf("%d updates; want the 8th caller served by the second lease", len(f.sent()))
+	}
+	// Shortly before the bucket's next tick the unused 4 go back.
+	waitFor(t, "the lease's return", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.returns) == 1
+	})
+	if r := f.returns[0]; r.Tokens != 4 || r.ID != f.sent()[1].Requests[1].ID {
+		t.Errorf("return %+v; want the second lease's 4 unused tokens", r)
+	}
+	// A lease that has ended serves nobody.
+	waitFor(t, "the lease's end", func() bool { return time.Now().After(nextTick.Add(-leaseMargin)) })
+	a.Acquire(context.Background(), "b", "9", 1)
+	if len(f.sent()) != 3 {
+		t.Errorf("%d updates; want a round trip once the lease ended", len(f.sent()))
+	}
 }

@@ -281,3 +281,64 @@ func TestContinueAsNewUnderConcurrentAcquires(t *testing.T) {
 			st.Granted, st.Tokens, granted.Load(), initial-granted.Load())
 	}
 }
+
+// TestLeaseServesCallersWithoutRoundTrips: with a lease, most grants from a
+// rich bucket are handed out by the process itself, every token is still
+// counted by the bucket, and the unused rest goes back before the next tick.
+func TestLeaseServesCallersWithoutRoundTrips(t *testing.T) {
+	const (
+		calls = 60
+		lease = 10
+	)
+	s := tbtest.NewServer(t)
+	spec := bucket.Spec{Name: "rich", Schedule: "@every 2s", Amount: 1, Maximum: 1000}
+	s.Sync(t, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Start just after a refill, so the lease is not cut short by the next tick.
+	var last time.Time
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		st, err := s.State(ctx, spec.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		if last.IsZero() {
+			last = st.LastTick
+		}
+		return st.LastTick.After(last), "waiting for a refill"
+	})
+	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.State(ctx, spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range calls {
+		d, err := acq.Acquire(ctx, spec.Name, fmt.Sprint("call-", i), 1)
+		if err != nil || !d.Granted {
+			t.Fatalf("call %d: %+v, %v", i, d, err)
+		}
+	}
+	mid, err := s.State(ctx, spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updates := mid.Updates - before.Updates; mid.Run == before.Run && updates > calls/lease+1 {
+		t.Errorf("%d calls took %d updates; a lease of %d should serve most of them", calls, updates, lease)
+	}
+	// After the next tick, the bucket has counted exactly the tokens handed
+	// out (the unused rest came back), or at most one lease more (a return
+	// that came too late is ignored: lost, never granted twice).
+	var after workflows.Status
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		after, err = s.State(ctx, spec.Name)
+		return err == nil && after.LastTick.After(mid.LastTick), "waiting for the next refill"
+	})
+	granted := after.Granted - before.Granted
+	if granted < calls || granted > calls+lease {
+		t.Errorf("the bucket counts %d tokens granted for %d handed out; want %d, or at most %d", granted, calls, calls, calls+lease)
+	}
+	t.Logf("%d calls: %d updates; the bucket counts %d granted", calls, mid.Updates-before.Updates, granted)
+}

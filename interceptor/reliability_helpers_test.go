@@ -154,6 +154,10 @@ type holdingUpdater struct {
 	held    bool
 }
 
+func (u *holdingUpdater) SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error {
+	return u.c.SignalWorkflow(ctx, workflowID, runID, signalName, arg)
+}
+
 func (u *holdingUpdater) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
 	h, err := u.c.UpdateWorkflow(ctx, o)
 	if err != nil {

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -37,14 +38,15 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		return Status{}, err
 	}
 	refills := workflow.GetSignalChannel(ctx, RefillSignal)
+	returns := workflow.GetSignalChannel(ctx, ReturnSignal)
 	for {
 		err := workflow.Await(ctx, func() bool {
-			return refills.Len() > 0 || w.retired || w.shouldContinueAsNew(ctx)
+			return refills.Len() > 0 || returns.Len() > 0 || w.retired || w.shouldContinueAsNew(ctx)
 		})
 		if err != nil {
 			return w.status(ctx), err
 		}
-		w.drain(ctx, refills)
+		w.drain(ctx, refills, returns)
 		if !w.retired && !w.shouldContinueAsNew(ctx) {
 			continue
 		}
@@ -52,7 +54,7 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 			return w.status(ctx), err
 		}
-		w.drain(ctx, refills)
+		w.drain(ctx, refills, returns)
 		if w.retired {
 			return w.status(ctx), nil
 		}
@@ -135,7 +137,7 @@ func (w *bucketWorkflow) classify(batch AcquireBatch) (costs []int64, outcomes [
 		default:
 			if err := bucket.CheckCost(r.Cost, maximum); err != nil {
 				outcomes[i].Invalid = err.Error()
-			} else {
+			} else if !r.Optional { // leases are lent after the rest, see acquire
 				costs[i] = r.Cost
 			}
 		}
@@ -152,6 +154,8 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 		return invalidRequest("an acquire batch holds no requests")
 	case n > MaxBatch:
 		return invalidRequest(fmt.Sprintf("an acquire batch holds %d requests; the most is %d", n, MaxBatch))
+	case !slices.ContainsFunc(batch.Requests, func(r AcquireRequest) bool { return !r.Optional }):
+		return invalidRequest("an acquire batch holds only optional requests")
 	case w.retired:
 		return temporal.NewApplicationError(fmt.Sprintf("bucket %q is retired", w.b.Spec().Name), ErrUnknownBucket)
 	}
@@ -195,11 +199,17 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 			outcomes[i].RetryAfter = r.RetryAfter
 		}
 	}
+	for i, r := range batch.Requests {
+		if r.Optional && outcomes[i].Invalid == "" && !outcomes[i].Granted && w.b.Lend(now, r.ID, r.Cost) {
+			outcomes[i].Granted = true
+			w.in.Granted.Add(r.ID, now)
+		}
+	}
 	w.b.Denied += max(batch.Rejected, 0)
 	if w.in.Granted.Len() > grantedIDsKept*5/4 {
 		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept)
 	}
-	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill}, nil
+	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}, nil
 }
 
 func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {
@@ -233,13 +243,23 @@ func (w *bucketWorkflow) retire(ctx workflow.Context) (Status, error) {
 	return w.status(ctx), nil
 }
 
-// drain applies every refill signal waiting in the channel.
-func (w *bucketWorkflow) drain(ctx workflow.Context, refills workflow.ReceiveChannel) {
+// drain applies every refill and return signal waiting.
+func (w *bucketWorkflow) drain(ctx workflow.Context, refills, returns workflow.ReceiveChannel) {
 	var r Refill
 	for refills.ReceiveAsync(&r) {
 		w.refill(ctx, r)
 		r = Refill{}
 	}
+	var ret Return
+	for returns.ReceiveAsync(&ret) {
+		w.takeBack(ctx, ret)
+		ret = Return{}
+	}
+}
+
+// takeBack applies a return; the lease it names ends with it.
+func (w *bucketWorkflow) takeBack(ctx workflow.Context, r Return) {
+	w.b.Return(workflow.Now(ctx), r.ID, r.Tokens)
 }
 
 func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {

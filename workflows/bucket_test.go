@@ -384,3 +384,42 @@ func TestReconfigureMovesToItsTaskQueue(t *testing.T) {
 		t.Errorf("continued on %q with %+v", can.TaskQueueName, next)
 	}
 }
+
+func TestLeaseLentAndReturned(t *testing.T) {
+	h := newHarness(t)
+	rich := bucket.Spec{Name: "api", Schedule: "@every 10s", Amount: 100, Maximum: 100}
+	var lent, tooMuch, onlyLease *updateResult
+	var afterReturn, afterLateReturn Status
+	lease := func(id string, cost int64) AcquireRequest { return AcquireRequest{ID: id, Cost: cost, Optional: true} }
+	h.at(time.Second, func() { lent = h.acquire("u1", req("a", 1), lease("lease-1", 20)) })
+	h.at(2*time.Second, func() { tooMuch = h.acquire("u2", req("b", 1), lease("lease-2", 40)) }) // 78 left: 40 would leave less than it lends
+	h.at(3*time.Second, func() { onlyLease = h.acquire("u3", lease("lease-3", 1)) })
+	h.at(4*time.Second, func() {
+		h.env.SignalWorkflow(ReturnSignal, Return{ID: "lease-1", Tokens: 15})
+		h.env.SignalWorkflow(ReturnSignal, Return{ID: "lease-1", Tokens: 15}) // again
+	})
+	h.at(5*time.Second, func() { afterReturn = h.state() })
+	h.at(10*time.Second+100*time.Millisecond, func() {
+		h.refill(Refill{ID: "t10", Tick: t0.Add(10 * time.Second), Amount: 1})
+		h.env.SignalWorkflow(ReturnSignal, Return{ID: "lease-1", Tokens: 5}) // its window has ended
+	})
+	h.at(11*time.Second, func() { afterLateReturn = h.state() })
+	h.run(BucketInput{Spec: rich}, 12*time.Second)
+
+	if !reflect.DeepEqual(granted(lent.resp.Results), []bool{true, true}) || lent.resp.Tokens != 79 || !lent.resp.NextTick.Equal(t0.Add(10*time.Second)) {
+		t.Errorf("lease of 20: %+v", lent.resp)
+	}
+	if !reflect.DeepEqual(granted(tooMuch.resp.Results), []bool{true, false}) || tooMuch.resp.Results[1].RetryAfter != 0 || tooMuch.resp.Tokens != 78 {
+		t.Errorf("lease of 40 from 78: %+v", tooMuch.resp)
+	}
+	var appErr *temporal.ApplicationError
+	if !errors.As(onlyLease.rejected, &appErr) || appErr.Type() != ErrInvalidRequest {
+		t.Errorf("a batch of only a lease: %v", onlyLease.rejected)
+	}
+	if afterReturn.Tokens != 93 || afterReturn.Granted != 7 || afterReturn.Denied != 0 {
+		t.Errorf("after returning 15 (twice): %+v; want 93 tokens, 7 granted, nothing denied", afterReturn.State)
+	}
+	if afterLateReturn.Tokens != 94 {
+		t.Errorf("a return after the window's refill changed the tokens: %d, want 94", afterLateReturn.Tokens)
+	}
+}

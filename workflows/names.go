@@ -25,6 +25,7 @@ const (
 	ConfigureUpdate = "configure"
 	RetireUpdate    = "retire"
 	RefillSignal    = "refill"
+	ReturnSignal    = "return"
 	StateQuery      = "state"
 
 	// SpecMemo is the memo field holding a bucket workflow's current spec,

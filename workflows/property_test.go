@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ type step struct {
 	acquire   []AcquireRequest
 	refill    *Refill
 	configure *bucket.Spec
+	ret       *Return
 }
 
 func (s step) String() string {
@@ -24,21 +26,24 @@ func (s step) String() string {
 		return fmt.Sprintf("t+%v acquire %+v", s.at, s.acquire)
 	case s.refill != nil:
 		return fmt.Sprintf("t+%v refill %+v", s.at, *s.refill)
+	case s.ret != nil:
+		return fmt.Sprintf("t+%v return %+v", s.at, *s.ret)
 	default:
 		return fmt.Sprintf("t+%v configure %+v", s.at, *s.configure)
 	}
 }
 
 // randomSteps makes a sequence of acquires (valid and invalid costs, fresh
-// and repeated request IDs), refills (scheduled ticks, some delivered twice,
-// and manual amounts) and reconfigurations (raising and lowering the maximum).
+// and repeated request IDs, sometimes a lease), returns of leases (some
+// twice, some late), refills (scheduled ticks, some delivered twice, and
+// manual amounts) and reconfigurations (raising and lowering the maximum).
 func randomSteps(rng *rand.Rand, n int) []step {
 	var steps []step
 	at := time.Duration(0)
-	var ids, ticks []string
+	var ids, ticks, leases []string
 	maximum := int64(10)
 	for i := range n {
-		at += time.Duration(rng.IntN(400)) * time.Millisecond
+		at += time.Duration(1+rng.IntN(400)) * time.Millisecond // strictly later: each step is observed alone
 		switch r := rng.IntN(10); {
 		case r < 6:
 			var reqs []AcquireRequest
@@ -50,7 +55,18 @@ func randomSteps(rng *rand.Rand, n int) []step {
 				ids = append(ids, id)
 				reqs = append(reqs, AcquireRequest{ID: id, Cost: rng.Int64N(maximum+3) - 1})
 			}
+			if rng.IntN(3) == 0 {
+				id := fmt.Sprintf("lease-%d", i)
+				leases = append(leases, id)
+				reqs = append(reqs, AcquireRequest{ID: id, Cost: 1 + rng.Int64N(4), Optional: true})
+			}
 			steps = append(steps, step{at: at, acquire: reqs})
+		case r < 7 && len(leases) > 0:
+			id := leases[len(leases)-1] // mostly the latest lease, still returnable
+			if rng.IntN(3) == 0 {
+				id = leases[rng.IntN(len(leases))]
+			}
+			steps = append(steps, step{at: at, ret: &Return{ID: id, Tokens: rng.Int64N(6)}})
 		case r < 9:
 			tick := t0.Add(at).Truncate(time.Second)
 			ref := Refill{ID: tick.Format(time.RFC3339Nano), Tick: tick}
@@ -102,21 +118,37 @@ func (m *model) apply(s step) []bool {
 		if err := m.b.Reconfigure(*s.configure); err != nil {
 			panic(err)
 		}
+	case s.ret != nil:
+		m.b.Return(now, s.ret.ID, s.ret.Tokens)
 	default:
 		costs := make([]int64, len(s.acquire))
 		seen := map[string]bool{}
 		for i, r := range s.acquire {
-			if !m.granted[r.ID] && !seen[r.ID] {
+			if !m.granted[r.ID] && !seen[r.ID] && !r.Optional {
 				costs[i] = r.Cost
 			}
 			seen[r.ID] = true
 		}
+		if !slices.ContainsFunc(s.acquire, func(r AcquireRequest) bool { return !r.Optional }) {
+			return nil // refused: a batch of only a lease
+		}
+		// The validator refuses a batch of which nothing can be granted, lease included.
+		if !slices.ContainsFunc(s.acquire, func(r AcquireRequest) bool { return m.granted[r.ID] }) {
+			if ok, _ := m.b.Check(now, costs); !ok {
+				return nil
+			}
+		}
 		results := m.b.Take(now, costs)
 		granted := make([]bool, len(costs))
 		for i, r := range s.acquire {
-			granted[i] = results[i].Granted || m.granted[r.ID] && costs[i] == 0 && firstIndex(s.acquire, r.ID) == i
+			granted[i] = results[i].Granted || m.granted[r.ID] && costs[i] == 0 && !r.Optional && firstIndex(s.acquire, r.ID) == i
 			if results[i].Granted {
 				m.granted[r.ID] = true
+			}
+		}
+		for i, r := range s.acquire {
+			if r.Optional && m.b.Lend(now, r.ID, r.Cost) {
+				granted[i] = true
 			}
 		}
 		return granted
@@ -138,7 +170,7 @@ func firstIndex(reqs []AcquireRequest, id string) int {
 // tokens granted never exceed the supply, and that the workflow and the pure
 // arithmetic, given the same sequence, agree on every grant and every token.
 func TestRandomSequencesHoldTheInvariants(t *testing.T) {
-	for seed := range uint64(30) {
+	for seed := range uint64(60) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			steps := randomSteps(rand.New(rand.NewPCG(seed, 7)), 60)
 			start := bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 3, Maximum: 10}
@@ -163,6 +195,8 @@ func TestRandomSequencesHoldTheInvariants(t *testing.T) {
 						h.refill(*s.refill)
 					case s.configure != nil:
 						updates[i] = h.update(ConfigureUpdate, fmt.Sprint("c", i), *s.configure)
+					case s.ret != nil:
+						h.env.SignalWorkflow(ReturnSignal, *s.ret)
 					default:
 						updates[i] = h.acquire(fmt.Sprint("u", i), s.acquire...)
 					}

@@ -33,6 +33,9 @@ const MaxBatch = 5000
 type AcquireRequest struct {
 	ID   string `json:"id"`
 	Cost int64  `json:"cost"`
+	// Optional asks for a lease: tokens the sender hands out itself until the
+	// next tick, granted only when the bucket is rich, never counted as denied.
+	Optional bool `json:"optional,omitempty"`
 }
 
 // AcquireBatch is the argument of the acquire update: requests granted in order.
@@ -65,6 +68,16 @@ type AcquireResponse struct {
 	// LastRefill is when the bucket applied its latest refill before deciding:
 	// grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time `json:"lastRefill,omitzero"`
+	// NextTick is the nominal time of the next scheduled refill: a lease ends then.
+	NextTick time.Time `json:"nextTick,omitzero"`
+}
+
+// Return is the return signal: the unused tokens of lease ID, given back
+// before the lease ends. The bucket takes them back once, and only within
+// the window they were lent in; a later return is ignored.
+type Return struct {
+	ID     string `json:"id"`
+	Tokens int64  `json:"tokens"`
 }
 
 // Refill is the refill signal.
