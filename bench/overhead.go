@@ -17,12 +17,13 @@ import (
 )
 
 // OverheadRow compares a workflow running one no-op guarded activity, with
-// plenty of tokens, against the same workflow with the interceptor off.
+// plenty of tokens, against the same workflow with the interceptor off; with
+// tb's default options (every grant a round trip) and with a lease.
 type OverheadRow struct {
 	Concurrency int `json:"concurrency"`
 	// PauseMs is how long each caller waits between workflows: 0 runs them
 	// back to back, which on this server settles at ~45 ms per task dispatch
-	// for both modes; a pause lets each workflow meet idle pollers.
+	// for every mode; a pause lets each workflow meet idle pollers.
 	PauseMs   float64 `json:"pauseMs"`
 	Workflows int     `json:"workflowsPerRep"`
 	Reps      int     `json:"reps"`
@@ -32,13 +33,20 @@ type OverheadRow struct {
 	OnP99ms   float64 `json:"onP99ms"`
 	RatioP50  float64 `json:"ratioP50"` // median over reps of on/off
 	RatioP99  float64 `json:"ratioP99"`
+	// The same with AcquirerOptions.Lease = overheadLease.
+	LeaseP50ms    float64 `json:"leaseP50ms"`
+	LeaseP99ms    float64 `json:"leaseP99ms"`
+	LeaseRatioP50 float64 `json:"leaseRatioP50"`
+	LeaseRatioP99 float64 `json:"leaseRatioP99"`
 }
 
 const (
-	noopActivity = "Noop"
-	noopWorkflow = "NoopOnce"
-	queueOn      = "bench-guarded"
-	queueOff     = "bench-plain"
+	noopActivity  = "Noop"
+	noopWorkflow  = "NoopOnce"
+	queueOff      = "bench-plain"
+	queueOn       = "bench-guarded"
+	queueLease    = "bench-leased"
+	overheadLease = 32
 )
 
 func noopOnce(ctx workflow.Context) error {
@@ -58,15 +66,20 @@ func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
 	if err := e.startBucket(ctx, plenty, 0); err != nil {
 		return nil, err
 	}
-	limiter, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{noopActivity: {Bucket: plenty.Name, Cost: 1}}})
-	if err != nil {
-		return nil, err
-	}
+	guards := map[string]bucket.Guard{noopActivity: {Bucket: plenty.Name, Cost: 1}}
 	for _, q := range []struct {
-		name         string
-		interceptors []temporalinterceptor.WorkerInterceptor
-	}{{queueOn, []temporalinterceptor.WorkerInterceptor{limiter}}, {queueOff, nil}} {
-		w := worker.New(e.c, q.name, worker.Options{Interceptors: q.interceptors})
+		name  string
+		lease int64 // -1: no interceptor
+	}{{queueOff, -1}, {queueOn, 0}, {queueLease, overheadLease}} {
+		var interceptors []temporalinterceptor.WorkerInterceptor
+		if q.lease >= 0 {
+			limiter, err := interceptor.New(interceptor.Options{Guards: guards, AcquirerOptions: interceptor.AcquirerOptions{Lease: q.lease}})
+			if err != nil {
+				return nil, err
+			}
+			interceptors = append(interceptors, limiter)
+		}
+		w := worker.New(e.c, q.name, worker.Options{Interceptors: interceptors})
 		w.RegisterWorkflowWithOptions(noopOnce, workflow.RegisterOptions{Name: noopWorkflow})
 		w.RegisterActivityWithOptions(noop, activity.RegisterOptions{Name: noopActivity})
 		if err := e.start(w); err != nil {
@@ -84,35 +97,40 @@ func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
 		if pause > 0 {
 			n = cfg.scale(50, 150)
 		}
-		if _, err := runWorkflows(ctx, e.c, queueOn, conc, 2*conc, 0); err != nil { // warm up
-			return nil, err
-		}
-		if _, err := runWorkflows(ctx, e.c, queueOff, conc, 2*conc, 0); err != nil {
-			return nil, err
+		queues := []string{queueOff, queueOn, queueLease}
+		for _, q := range queues { // warm up
+			if _, err := runWorkflows(ctx, e.c, q, conc, 2*conc, 0); err != nil {
+				return nil, err
+			}
 		}
 		row := OverheadRow{Concurrency: conc, PauseMs: ms(pause), Workflows: n, Reps: cfg.reps}
-		var r50, r99, on50, on99, off50, off99 []float64
+		p50, p99 := map[string][]float64{}, map[string][]float64{}
+		var r50, r99, l50, l99 []float64
 		for rep := range cfg.reps {
-			// Alternate which mode goes first, so drift in the machine's load favours neither.
-			order := []string{queueOn, queueOff}
-			if rep%2 == 1 {
-				order = []string{queueOff, queueOn}
-			}
+			// Rotate which mode goes first, so drift in the machine's load favours none.
 			lat := map[string][]time.Duration{}
-			for _, q := range order {
+			for k := range queues {
+				q := queues[(k+rep)%len(queues)]
 				if lat[q], err = runWorkflows(ctx, e.c, q, conc, n, pause); err != nil {
 					return nil, err
 				}
+				p50[q] = append(p50[q], ms(percentile(lat[q], 50)))
+				p99[q] = append(p99[q], ms(percentile(lat[q], 99)))
 			}
-			p50on, p99on := percentile(lat[queueOn], 50), percentile(lat[queueOn], 99)
-			p50off, p99off := percentile(lat[queueOff], 50), percentile(lat[queueOff], 99)
-			on50, on99, off50, off99 = append(on50, ms(p50on)), append(on99, ms(p99on)), append(off50, ms(p50off)), append(off99, ms(p99off))
-			r50, r99 = append(r50, float64(p50on)/float64(p50off)), append(r99, float64(p99on)/float64(p99off))
+			off50, off99 := float64(percentile(lat[queueOff], 50)), float64(percentile(lat[queueOff], 99))
+			r50 = append(r50, float64(percentile(lat[queueOn], 50))/off50)
+			r99 = append(r99, float64(percentile(lat[queueOn], 99))/off99)
+			l50 = append(l50, float64(percentile(lat[queueLease], 50))/off50)
+			l99 = append(l99, float64(percentile(lat[queueLease], 99))/off99)
 		}
-		row.OnP50ms, row.OnP99ms, row.OffP50ms, row.OffP99ms = median(on50), median(on99), median(off50), median(off99)
+		row.OffP50ms, row.OffP99ms = median(p50[queueOff]), median(p99[queueOff])
+		row.OnP50ms, row.OnP99ms = median(p50[queueOn]), median(p99[queueOn])
+		row.LeaseP50ms, row.LeaseP99ms = median(p50[queueLease]), median(p99[queueLease])
 		row.RatioP50, row.RatioP99 = median(r50), median(r99)
+		row.LeaseRatioP50, row.LeaseRatioP99 = median(l50), median(l99)
 		rows = append(rows, row)
-		cfg.logf("overhead: C=%d pause %v: on p50 %.1fms off p50 %.1fms ratio %.2f", conc, pause, row.OnP50ms, row.OffP50ms, row.RatioP50)
+		cfg.logf("overhead: C=%d pause %v: off p50 %.1fms, on %.1fms (%.2fx), leased %.1fms (%.2fx)",
+			conc, pause, row.OffP50ms, row.OnP50ms, row.RatioP50, row.LeaseP50ms, row.LeaseRatioP50)
 	}
 	return rows, nil
 }
