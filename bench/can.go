@@ -42,7 +42,7 @@ func runCAN(ctx context.Context, cfg config) (*CANResult, error) {
 		perProc   = 16
 		maxTokens = bucket.MaxTokens
 	)
-	e, err := newEnv(ctx, true)
+	e, err := newEnv(ctx, true, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -78,7 +78,7 @@ func (r *recorder) call(ctx context.Context) error {
 }
 
 func runDrain(ctx context.Context, cfg config) ([]DrainRow, error) {
-	e, err := newEnv(ctx, true)
+	e, err := newEnv(ctx, true, nil)
 	if err != nil {
 		return nil, err
 	}

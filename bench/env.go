@@ -31,8 +31,10 @@ type env struct {
 	resourceExhausted atomic.Int64
 }
 
-func newEnv(ctx context.Context, tbWorker bool) (*env, error) {
-	srv, err := devserver.Start(ctx, devserver.Options{Address: "127.0.0.1:0", Ephemeral: true})
+// newEnv starts a server (with dynamic config overrides dc, if any) and,
+// if tbWorker, a tb worker in this process.
+func newEnv(ctx context.Context, tbWorker bool, dc map[string]any) (*env, error) {
+	srv, err := devserver.Start(ctx, devserver.Options{Address: "127.0.0.1:0", Ephemeral: true, DynamicConfig: dc})
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ type Report struct {
 	Throughput []ThroughputRow `json:"throughput,omitempty"`
 	Drain      []DrainRow      `json:"drain,omitempty"`
 	CAN        *CANResult      `json:"continueAsNew,omitempty"`
-	Many       *ManyResult     `json:"manyBuckets,omitempty"`
+	Many       []ManyResult    `json:"manyBuckets,omitempty"`
 }
 
 var scenarios = []string{"overhead", "throughput", "drain", "can", "many"}

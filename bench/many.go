@@ -23,6 +23,9 @@ import (
 // ManyResult is 1,000 buckets synced and refilled, with the tb worker in a
 // process of its own so its memory can be read.
 type ManyResult struct {
+	// StartRPS is the server's worker.schedulerNamespaceStartWorkflowRPS:
+	// how many workflows a second Schedules may start in the namespace.
+	StartRPS     float64 `json:"scheduleStartRps"`
 	Buckets      int     `json:"buckets"`
 	Schedule     string  `json:"schedule"`
 	SyncFirstSec float64 `json:"syncFirstSec"`
@@ -79,13 +82,27 @@ func runWorkerProcess() {
 	c.Close()
 }
 
-func runMany(ctx context.Context, cfg config) (*ManyResult, error) {
+// runMany runs the scenario with Temporal's default schedule start rate and
+// with tb dev's.
+func runMany(ctx context.Context, cfg config) ([]ManyResult, error) {
+	var results []ManyResult
+	for _, rps := range []float64{30, 2000} {
+		r, err := manyOnce(ctx, cfg, rps)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, *r)
+	}
+	return results, nil
+}
+
+func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, error) {
 	const (
 		buckets  = 1000
 		every    = time.Minute
 		schedule = "@every 60s" // all 1,000 fire in the same second: the hardest case
 	)
-	e, err := newEnv(ctx, false)
+	e, err := newEnv(ctx, false, map[string]any{"worker.schedulerNamespaceStartWorkflowRPS": startRPS})
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +112,7 @@ func runMany(ctx context.Context, cfg config) (*ManyResult, error) {
 		return nil, err
 	}
 	defer worker.stop()
-	res := &ManyResult{Buckets: buckets, Schedule: schedule}
+	res := &ManyResult{StartRPS: startRPS, Buckets: buckets, Schedule: schedule}
 	if res.WorkerIdleHeapMB, err = worker.heapMB(); err != nil {
 		return nil, err
 	}
@@ -114,7 +131,7 @@ func runMany(ctx context.Context, cfg config) (*ManyResult, error) {
 		return nil, err
 	}
 	res.SyncAgainSec = time.Since(start).Seconds()
-	cfg.logf("many buckets: sync %.1fs, again %.1fs", res.SyncFirstSec, res.SyncAgainSec)
+	cfg.logf("many buckets (schedules start %.0f/s): sync %.1fs, again %.1fs", startRPS, res.SyncFirstSec, res.SyncAgainSec)
 
 	// Wait for the ticks after the sync, then check each bucket's latest.
 	ticks := cfg.scale(1, 3)

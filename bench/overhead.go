@@ -57,7 +57,7 @@ func noopOnce(ctx workflow.Context) error {
 func noop(context.Context) error { return nil }
 
 func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
-	e, err := newEnv(ctx, true)
+	e, err := newEnv(ctx, true, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -57,7 +57,7 @@ func runThroughput(ctx context.Context, cfg config) ([]ThroughputRow, error) {
 // its callers stop, and must not leak into the next measurement. Batching
 // goes first for the same reason.
 func throughputPair(ctx context.Context, procs, callers int, dur time.Duration) ([]ThroughputRow, error) {
-	e, err := newEnv(ctx, true)
+	e, err := newEnv(ctx, true, nil)
 	if err != nil {
 		return nil, err
 	}

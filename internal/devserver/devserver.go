@@ -46,6 +46,9 @@ type Options struct {
 	// Logger receives the server's logs; nil discards them.
 	// Once Stop is called only error-level records are passed on.
 	Logger *slog.Logger
+	// DynamicConfig overrides the server's dynamic config, by key
+	// (e.g. "worker.schedulerNamespaceStartWorkflowRPS").
+	DynamicConfig map[string]any
 }
 
 // Server is a running Temporal server and, optionally, its Web UI.

@@ -27,13 +27,16 @@ type resolved struct {
 	// logger receives all logs; it goes quiet (errors only) once quiet is set.
 	logger *slog.Logger
 	quiet  *atomic.Bool
+	// dynamicConfig overrides the defaults of dynamicConfig().
+	dynamicConfig map[string]any
 }
 
 func resolve(opts Options) (*resolved, error) {
 	r := &resolved{
-		namespace: opts.Namespace,
-		ephemeral: opts.Ephemeral,
-		quiet:     new(atomic.Bool),
+		dynamicConfig: opts.DynamicConfig,
+		namespace:     opts.Namespace,
+		ephemeral:     opts.Ephemeral,
+		quiet:         new(atomic.Bool),
 	}
 	if r.namespace == "" {
 		r.namespace = defaultNamespace

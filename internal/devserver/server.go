@@ -71,7 +71,7 @@ func newTemporalServer(r *resolved) (temporal.Server, error) {
 		temporal.WithLogger(logger),
 		temporal.WithAuthorizer(authorizer),
 		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
-		temporal.WithDynamicConfigClient(dynamicConfig()),
+		temporal.WithDynamicConfigClient(dynamicConfig(r.dynamicConfig)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create temporal server: %w", err)
@@ -79,12 +79,12 @@ func newTemporalServer(r *resolved) (temporal.Server, error) {
 	return srv, nil
 }
 
-// dynamicConfig returns the dynamic config values the server runs with: those
-// the temporal CLI's dev server sets, minus the ones that are already the
-// default in this server version (history.enableChasm and
-// activity.enableStandalone are on by default since 1.32).
-func dynamicConfig() dynamicconfig.StaticClient {
-	return dynamicconfig.StaticClient{
+// dynamicConfig returns the dynamic config values the server runs with:
+// those the temporal CLI's dev server sets (minus history.enableChasm and
+// activity.enableStandalone, on by default since 1.32), a higher schedule
+// start rate, and the caller's overrides.
+func dynamicConfig(overrides map[string]any) dynamicconfig.StaticClient {
+	dc := dynamicconfig.StaticClient{
 		// The default (128k entries) sizes the mutable-state cache for a
 		// production history host; a dev server needs far less memory.
 		dynamicconfig.HistoryCacheHostLevelMaxSize.Key(): 8096,
@@ -99,7 +99,15 @@ func dynamicConfig() dynamicconfig.StaticClient {
 		// limits, keeping the ratio between them that the defaults have.
 		dynamicconfig.FrontendPersistenceMaxQPS.Key(): 10000,
 		dynamicconfig.HistoryPersistenceMaxQPS.Key():  45000,
+		// Schedules may start 30 workflows a second per namespace by default;
+		// every bucket's refill is one, and buckets tick together (on the hour,
+		// every second). A single-user server can afford far more.
+		dynamicconfig.SchedulerNamespaceStartWorkflowRPS.Key(): 2000,
 	}
+	for k, v := range overrides {
+		dc[dynamicconfig.MakeKey(k)] = v
+	}
+	return dc
 }
 
 // serverConfig builds the static configuration: SQLite for both the default
