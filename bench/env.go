@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
@@ -117,4 +118,19 @@ func (e *env) close() {
 		c.Close()
 	}
 	e.srv.Stop()
+}
+
+// started returns when the named bucket's Schedule started the refill for
+// the tick at nominal time tick.
+func (e *env) started(ctx context.Context, name string, tick time.Time) (time.Time, error) {
+	d, err := e.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(name)).Describe(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, a := range d.Info.RecentActions {
+		if a.ScheduleTime.Equal(tick) {
+			return a.ActualTime, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("schedule %s: tick %v not started", name, tick)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -23,9 +24,8 @@ import (
 // ManyResult is 1,000 buckets synced and refilled, with the tb worker in a
 // process of its own so its memory can be read.
 type ManyResult struct {
-	// StartRPS is the server's worker.schedulerNamespaceStartWorkflowRPS:
-	// how many workflows a second Schedules may start in the namespace.
-	StartRPS     float64 `json:"scheduleStartRps"`
+	// Server names the server settings (see manyServers).
+	Server       string  `json:"server"`
 	Buckets      int     `json:"buckets"`
 	Schedule     string  `json:"schedule"`
 	SyncFirstSec float64 `json:"syncFirstSec"`
@@ -41,14 +41,24 @@ type ManyResult struct {
 	Landed         int     `json:"landed"` // buckets the last tick reached before the check
 	RefillLagP50ms float64 `json:"refillLagP50ms"`
 	RefillLagP99ms float64 `json:"refillLagP99ms"`
-	Checked        int     `json:"checked"` // buckets that answered the state query
+	// StartLag is the delay from the tick to the Schedule starting its
+	// refill workflow (the Schedule's recent action).
+	StartLagP50ms  float64 `json:"startLagP50ms"`
+	StartLagP99ms  float64 `json:"startLagP99ms"`
+	RefillLagMaxms float64 `json:"refillLagMaxms"`
+	// CPU seconds used from the tick to the check: the server (this
+	// process) and the tb worker process.
+	ServerCPUSec float64 `json:"serverCpuSec"`
+	WorkerCPUSec float64 `json:"workerCpuSec"`
+	Checked      int     `json:"checked"` // buckets that answered the state query
 }
 
 // A refill counts as on time when it lands within onTimeWithin of its tick;
-// the check runs settle after the tick.
+// the check runs settle after the tick (lags are read from the buckets, so
+// the check's own duration does not add to them).
 const (
 	onTimeWithin = 5 * time.Second
-	settle       = 20 * time.Second
+	settle       = 45 * time.Second
 )
 
 const workerEnv = "TB_BENCH_WORKER" // host:port/namespace of the server a worker process joins
@@ -82,12 +92,25 @@ func runWorkerProcess() {
 	c.Close()
 }
 
-// runMany runs the scenario with Temporal's default schedule start rate and
-// with tb dev's.
+// manyServers are the server settings the scenario runs with: Temporal's
+// defaults, tb dev's schedule start rate, and that with the CHASM (V2)
+// scheduler, which runs in the history service instead of as a workflow.
+var manyServers = []struct {
+	name string
+	dc   map[string]any
+}{
+	{"default (30 starts/s)", map[string]any{"worker.schedulerNamespaceStartWorkflowRPS": 30.0}},
+	{"tb dev (2000 starts/s)", nil},
+	{"tb dev + CHASM scheduler", map[string]any{
+		"history.enableCHASMSchedulerCreation":         true,
+		"history.chasmSchedulerCreationRolloutPercent": 100,
+	}},
+}
+
 func runMany(ctx context.Context, cfg config) ([]ManyResult, error) {
 	var results []ManyResult
-	for _, rps := range []float64{30, 2000} {
-		r, err := manyOnce(ctx, cfg, rps)
+	for _, s := range manyServers {
+		r, err := manyOnce(ctx, cfg, s.name, s.dc)
 		if err != nil {
 			return nil, err
 		}
@@ -96,13 +119,13 @@ func runMany(ctx context.Context, cfg config) ([]ManyResult, error) {
 	return results, nil
 }
 
-func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, error) {
+func manyOnce(ctx context.Context, cfg config, server string, dc map[string]any) (*ManyResult, error) {
 	const (
 		buckets  = 1000
 		every    = time.Minute
 		schedule = "@every 60s" // all 1,000 fire in the same second: the hardest case
 	)
-	e, err := newEnv(ctx, false, map[string]any{"worker.schedulerNamespaceStartWorkflowRPS": startRPS})
+	e, err := newEnv(ctx, false, dc)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +135,7 @@ func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, e
 		return nil, err
 	}
 	defer worker.stop()
-	res := &ManyResult{StartRPS: startRPS, Buckets: buckets, Schedule: schedule}
+	res := &ManyResult{Server: server, Buckets: buckets, Schedule: schedule}
 	if res.WorkerIdleHeapMB, err = worker.heapMB(); err != nil {
 		return nil, err
 	}
@@ -131,7 +154,7 @@ func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, e
 		return nil, err
 	}
 	res.SyncAgainSec = time.Since(start).Seconds()
-	cfg.logf("many buckets (schedules start %.0f/s): sync %.1fs, again %.1fs", startRPS, res.SyncFirstSec, res.SyncAgainSec)
+	cfg.logf("many buckets (%s): sync %.1fs, again %.1fs", server, res.SyncFirstSec, res.SyncAgainSec)
 
 	// Wait for the ticks after the sync, then check each bucket's latest.
 	ticks := cfg.scale(1, 3)
@@ -139,11 +162,20 @@ func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, e
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case <-time.After(time.Until(due) + settle):
+	case <-time.After(time.Until(due)):
 	}
+	server0, worker0 := selfCPU(), worker.cpu()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(settle):
+	}
+	res.ServerCPUSec = (selfCPU() - server0).Seconds()
+	res.WorkerCPUSec = (worker.cpu() - worker0).Seconds()
 	var (
 		mu          sync.Mutex
 		lags        []time.Duration
+		startLags   []time.Duration
 		onTime      int
 		wg          sync.WaitGroup
 		sem         = make(chan struct{}, 16)
@@ -155,7 +187,11 @@ func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, e
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			st, err := e.state(ctx, s.Name)
+			started, startErr := e.started(ctx, s.Name, due)
 			mu.Lock()
+			if startErr == nil {
+				startLags = append(startLags, started.Sub(due))
+			}
 			defer mu.Unlock()
 			if err != nil {
 				lastQueryEr = err
@@ -177,12 +213,14 @@ func manyOnce(ctx context.Context, cfg config, startRPS float64) (*ManyResult, e
 	}
 	res.OnTime = float64(onTime) / float64(buckets)
 	res.Landed, res.OnTimeWithinMs = len(lags), ms(onTimeWithin)
-	res.RefillLagP50ms, res.RefillLagP99ms = ms(percentile(lags, 50)), ms(percentile(lags, 99))
+	res.RefillLagP50ms, res.RefillLagP99ms, res.RefillLagMaxms = ms(percentile(lags, 50)), ms(percentile(lags, 99)), ms(percentile(lags, 100))
+	res.StartLagP50ms, res.StartLagP99ms = ms(percentile(startLags, 50)), ms(percentile(startLags, 99))
 	if res.WorkerHeapMB, err = worker.heapMB(); err != nil {
 		return nil, err
 	}
-	cfg.logf("many buckets: tick reached %d; %.0f%% within %v, refill lag p50 %.0fms p99 %.0fms, worker heap %.1f MB (idle %.1f MB)",
-		res.Landed, 100*res.OnTime, onTimeWithin, res.RefillLagP50ms, res.RefillLagP99ms, res.WorkerHeapMB, res.WorkerIdleHeapMB)
+	cfg.logf("many buckets: tick reached %d; %.0f%% within %v, refill lag p50 %.0fms p99 %.0fms max %.0fms, schedule start lag p50 %.0fms p99 %.0fms (%d started), CPU s: server %.1f worker %.1f, worker heap %.1f MB (idle %.1f MB)",
+		res.Landed, 100*res.OnTime, onTimeWithin, res.RefillLagP50ms, res.RefillLagP99ms, res.RefillLagMaxms, res.StartLagP50ms, res.StartLagP99ms, len(startLags),
+		res.ServerCPUSec, res.WorkerCPUSec, res.WorkerHeapMB, res.WorkerIdleHeapMB)
 	return res, nil
 }
 
@@ -236,4 +274,31 @@ func (w *workerProcess) heapMB() (float64, error) {
 	}
 	bytes, err := strconv.ParseFloat(strings.TrimSpace(line), 64)
 	return bytes / (1 << 20), err
+}
+
+// cpu is the CPU time the worker process has used.
+func (w *workerProcess) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", w.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): utime and stime
+	// are the 12th and 13th, in clock ticks of 1/100 s.
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
