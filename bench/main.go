@@ -1,7 +1,7 @@
 // Command bench measures tb on an embedded Temporal server and prints a
 // markdown report of ratios measured side by side in one run:
 //
-//	go run ./bench                  # the whole set, a few minutes
+//	go run ./bench                  # the whole set, ~11 minutes on 2 cores
 //	go run ./bench -long            # larger workloads, more repetitions
 //	go run ./bench -only overhead,drain -json results.json
 package main
