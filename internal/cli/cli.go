@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -123,6 +124,17 @@ func wrapArgs(c *cobra.Command) {
 
 func (g *globals) loadConfig() (*bucket.Config, error) {
 	return bucket.Load(g.config)
+}
+
+// warnTogether warns on stderr when more buckets tick in the same second in
+// the coming week than Temporal's Schedules start by default in a second.
+func (g *globals) warnTogether(cfg *bucket.Config) {
+	now := time.Now()
+	t := bucket.TickTogether(cfg.Buckets, now, now.Add(7*24*time.Hour), 1440)
+	if t.Buckets > bucket.ScheduleStartRate {
+		fmt.Fprintf(g.io.Err, "tb: warning: %v; Temporal's Schedules start %d workflows a second per namespace by default, so some refills will land late: raise worker.schedulerNamespaceStartWorkflowRPS or spread the schedules\n",
+			t, bucket.ScheduleStartRate)
+	}
 }
 
 // logger writes warnings and errors to stderr: the SDK's own chatter stays out of tb's output.

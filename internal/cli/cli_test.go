@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,8 +58,20 @@ func writeFile(t *testing.T, content string) string {
 func TestValidate(t *testing.T) {
 	ctx := context.Background()
 	good := tb(t, ctx, nil, "validate", "--config", "../../buckets.yaml")
-	if good.code != 0 || !strings.Contains(good.out, "4 buckets, 5 guarded activity types: valid") {
+	if good.code != 0 || !strings.Contains(good.out, "4 buckets, 5 guarded activity types: valid") || good.err != "" {
 		t.Errorf("valid file: %+v", good)
+	}
+
+	// More buckets ticking together than Schedules start in a second: valid, with a warning.
+	var many strings.Builder
+	many.WriteString("buckets:\n")
+	for i := range 31 {
+		fmt.Fprintf(&many, "  - {name: b%d, schedule: \"@hourly\", amount: 1, maximum: 1}\n", i)
+	}
+	crowded := tb(t, ctx, nil, "validate", "-c", writeFile(t, many.String()))
+	if crowded.code != 0 || !strings.Contains(crowded.err, "tb: warning: 31 buckets refill in the same second (first at ") ||
+		!strings.Contains(crowded.err, "worker.schedulerNamespaceStartWorkflowRPS") || strings.Count(crowded.err, "\n") != 1 {
+		t.Errorf("31 hourly buckets: %+v", crowded)
 	}
 
 	bad := writeFile(t, "buckets:\n  - name: a\n    schedule: \"0 * * * * *\"\n    amount: 0\n    maximum: 1\n")

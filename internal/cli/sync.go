@@ -39,6 +39,7 @@ func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	s.g.warnTogether(cfg)
 	c, err := s.g.dial(cmd.Context())
 	if err != nil {
 		return err

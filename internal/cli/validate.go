@@ -42,6 +42,7 @@ func newValidateCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			g.warnTogether(cfg)
 			if g.json() {
 				return g.printJSON(map[string]any{"valid": true, "buckets": len(cfg.Buckets), "activities": len(cfg.Guards)})
 			}
