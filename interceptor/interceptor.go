@@ -118,7 +118,7 @@ type activityInbound struct {
 
 func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinterceptor.ExecuteActivityInput) (any, error) {
 	info := activity.GetInfo(ctx)
-	g, ok := a.i.opts.Guards[info.ActivityType.Name]
+	g, ok := a.i.Guarded(info.ActivityType.Name)
 	if !ok {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
