@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -17,6 +18,16 @@ const (
 	MaxRefillLag = 2 * time.Second
 	// NeverRetryAfter is the retry-after given when the schedule never fires again.
 	NeverRetryAfter = 24 * time.Hour
+	// TickAllowance is how far ahead of the bucket's clock a scheduled tick
+	// may lie. A Schedule starts a refill at or after its tick, so a tick
+	// further ahead comes from a backfill over a future range or a hand-sent
+	// signal: taking it would push every forecast past it.
+	TickAllowance = 10 * time.Second
+	// MaxLeases bounds State.Leases. Beyond it the oldest record is dropped:
+	// a return for it is then ignored, so its unused tokens are lost, never
+	// doubled. An acquirer holds one lease per bucket at a time, so only more
+	// than MaxLeases processes borrowing in one window lose anything.
+	MaxLeases = 64
 
 	maxForecastTicks = 10_000
 )
@@ -36,13 +47,19 @@ type State struct {
 	RefillJitter time.Duration `json:"refillJitter,omitempty"`
 	// Created is when the bucket was created.
 	Created time.Time `json:"created,omitzero"`
-	// Late lists grants made after a scheduled refill fell due, before it arrived.
+	// Late lists grants made after a scheduled refill fell due, before it
+	// arrived; at most maxSpends entries.
 	Late []Spend `json:"late,omitempty"`
-	// Leases lists the tokens lent since the latest refill, by lease ID.
+	// Leases lists the tokens lent since the latest refill, by lease ID; at
+	// most MaxLeases entries.
 	Leases []Lease `json:"leases,omitempty"`
-	// Granted and Denied count tokens granted and refused over the bucket's life.
+	// Granted and Denied count tokens granted and refused over the bucket's
+	// life, saturating at math.MaxInt64.
 	Granted int64 `json:"granted"`
 	Denied  int64 `json:"denied"`
+	// Ignored counts refills refused: a tick beyond TickAllowance, or an ID
+	// too long to remember.
+	Ignored int64 `json:"ignored,omitempty"`
 }
 
 // A Result is the outcome of one request.
@@ -110,7 +127,14 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 // on the tick counts calls made after the tick, but before the refill reached
 // the bucket, against the new window; so do the tokens: the bucket is topped
 // up as it stood at the tick, and those late grants are then taken from it.
+//
+// A tick later than now plus TickAllowance is refused: Refill returns 0 and
+// changes nothing but the Ignored count (see [Bucket.FutureTick]).
 func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
+	if b.FutureTick(now, tick) {
+		b.Ignored = addSat(b.Ignored, 1)
+		return 0
+	}
 	before := b.Tokens
 	amount = clamp(amount, 0, MaxTokens)
 	late := b.lateSpend(tick)
@@ -129,6 +153,23 @@ func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 		}
 	}
 	return b.Tokens - before
+}
+
+// FutureTick reports whether tick lies beyond now plus TickAllowance: no
+// Schedule delivers such a tick on its own.
+func (b *Bucket) FutureTick(now, tick time.Time) bool {
+	return tick.After(now.Add(TickAllowance))
+}
+
+// Heal repairs a state that a build without today's checks could carry: a
+// LastTick from the future (which would push every forecast past it) is
+// forgotten, so the next refill sets it again. It reports whether it changed anything.
+func (b *Bucket) Heal(now time.Time) bool {
+	if !b.FutureTick(now, b.LastTick) {
+		return false
+	}
+	b.LastTick = time.Time{}
+	return true
 }
 
 // Check reports whether the first valid request of costs can be granted now,
@@ -159,12 +200,12 @@ func (b *Bucket) Take(now time.Time, costs []int64) []Result {
 		spent += c
 		results[valid[n]] = Result{Granted: true, Remaining: b.Tokens}
 	}
-	b.Granted += spent
+	b.Granted = addSat(b.Granted, spent)
 	b.noteLateSpend(now, spent)
 	waits := make([]time.Duration, len(costs))
 	b.forecastInto(now, b.Tokens, costs, valid[n:], waits)
 	for _, i := range valid[n:] {
-		b.Denied += costs[i]
+		b.Denied = addSat(b.Denied, costs[i])
 		results[i].RetryAfter = waits[i]
 	}
 	for i := range results {
@@ -191,9 +232,18 @@ func (b *Bucket) Lend(now time.Time, id string, cost int64) bool {
 		return false
 	}
 	b.Tokens -= cost
-	b.Granted += cost
+	b.Granted = addSat(b.Granted, cost)
+	if len(b.Leases) >= MaxLeases {
+		b.Leases = slices.Delete(b.Leases, 0, len(b.Leases)-MaxLeases+1)
+	}
 	b.Leases = append(b.Leases, Lease{ID: id, Tokens: cost})
 	return true
+}
+
+// CountDenied adds tokens refused elsewhere (by an update validator, which
+// cannot change the state) to Denied. Negative counts are ignored.
+func (b *Bucket) CountDenied(tokens int64) {
+	b.Denied = addSat(b.Denied, max(tokens, 0))
 }
 
 // Return gives back unused tokens of lease id, once: only while the window
@@ -358,6 +408,14 @@ func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue 
 	for _, i := range queue {
 		waits[i] = last
 	}
+}
+
+// addSat adds b ≥ 0 to a ≥ 0, saturating at math.MaxInt64.
+func addSat(a, b int64) int64 {
+	if b > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 func clamp[T int64 | time.Duration](v, lo, hi T) T {

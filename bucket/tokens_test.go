@@ -1,6 +1,8 @@
 package bucket
 
 import (
+	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -300,5 +302,79 @@ func TestLendAndReturn(t *testing.T) {
 	b.Refill(at(10*time.Second+100*time.Millisecond), at(10*time.Second), 100)
 	if got := b.Return(at(11*time.Second), "e", 5); got != 0 {
 		t.Errorf("a return of tokens lent before the last refill took %d", got)
+	}
+}
+
+func TestFutureTicksAreRefusedAndHealed(t *testing.T) {
+	b := mustNew(t, Spec{Name: "f", Schedule: "@every 10s", Amount: 5, Maximum: 10, Initial: ptr(0)})
+	b.Created = t0
+	now := at(time.Second)
+	// A tick from a backfill over a future range, or a hand-sent signal.
+	for _, tick := range []time.Time{at(time.Hour), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		if got := b.Refill(now, tick, 5); got != 0 || b.Tokens != 0 || !b.LastTick.IsZero() {
+			t.Errorf("Refill with tick %v: added %d, tokens %d, LastTick %v; want it refused", tick, got, b.Tokens, b.LastTick)
+		}
+	}
+	if b.Ignored != 2 {
+		t.Errorf("Ignored = %d, want 2", b.Ignored)
+	}
+	if got, want := b.NextRefill(now), at(10*time.Second); !got.Equal(want) {
+		t.Errorf("NextRefill = %v, want %v: a refused tick must not move the forecast", got, want)
+	}
+	// A tick within the allowance is a tick.
+	if got := b.Refill(now, at(10*time.Second), 5); got != 5 {
+		t.Errorf("a tick %v ahead added %d, want 5", 9*time.Second, got)
+	}
+
+	// A state carried from a build that took a future tick heals.
+	poisoned := mustNew(t, perSecond)
+	poisoned.Created = t0
+	poisoned.LastTick = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+	poisoned.Tokens = 0
+	if !poisoned.Heal(now) {
+		t.Fatal("Heal found nothing to repair")
+	}
+	_, waits := poisoned.Check(now, []int64{1})
+	if waits[0] > time.Second+MaxRefillLag {
+		t.Errorf("after Heal a request waits %v, want at most the next tick", waits[0])
+	}
+	if poisoned.Heal(now) {
+		t.Error("Heal repaired a healthy state")
+	}
+}
+
+func TestLeasesAreBounded(t *testing.T) {
+	b := mustNew(t, Spec{Name: "l", Schedule: "@daily", Amount: 1_000_000, Maximum: 1_000_000})
+	b.Created = t0
+	for i := range 10 * MaxLeases {
+		if !b.Lend(at(time.Second), fmt.Sprintf("lease-%d", i), 1) {
+			t.Fatalf("lease %d refused", i)
+		}
+	}
+	if len(b.Leases) != MaxLeases {
+		t.Fatalf("%d leases kept, want %d", len(b.Leases), MaxLeases)
+	}
+	// The oldest were dropped: their return is ignored (tokens lost, never doubled);
+	// the newest are still returnable.
+	if got := b.Return(at(2*time.Second), "lease-0", 1); got != 0 {
+		t.Errorf("return of a dropped lease took %d", got)
+	}
+	if got := b.Return(at(2*time.Second), fmt.Sprintf("lease-%d", 10*MaxLeases-1), 1); got != 1 {
+		t.Errorf("return of the newest lease took %d, want 1", got)
+	}
+}
+
+func TestCountersSaturate(t *testing.T) {
+	b := mustNew(t, perSecond)
+	b.CountDenied(math.MaxInt64)
+	b.CountDenied(math.MaxInt64)
+	b.CountDenied(-5)
+	if b.Denied != math.MaxInt64 {
+		t.Errorf("Denied = %d, want it saturated at MaxInt64", b.Denied)
+	}
+	b.Granted = math.MaxInt64 - 1
+	b.Take(at(time.Millisecond), []int64{5})
+	if b.Granted != math.MaxInt64 {
+		t.Errorf("Granted = %d, want it saturated at MaxInt64", b.Granted)
 	}
 }
