@@ -14,9 +14,12 @@ import (
 
 // How long request and tick IDs are remembered for de-duplication. A retried
 // acquire or refill arrives within seconds; these bounds keep the state
-// carried across continue-as-new small.
+// carried across continue-as-new small. Request IDs are also bounded in
+// bytes: 8192 of tb's own 22-byte IDs fit, and at most about 3,800 of the
+// longest IDs a caller may send (MaxIDLength).
 const (
 	grantedIDsKept   = 8192
+	grantedIDsBytes  = 256 << 10
 	grantedIDsMaxAge = time.Minute
 	tickIDsKept      = 512
 	tickIDsMaxAge    = 24 * time.Hour
@@ -34,19 +37,25 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 	if w.b.Created.IsZero() {
 		w.b.Created = workflow.Now(ctx)
 	}
+	if w.b.Heal(workflow.Now(ctx)) {
+		workflow.GetLogger(ctx).Warn("Forgot a refill tick from the future carried by the previous run", "bucket", in.Spec.Name)
+	}
 	if err := w.register(ctx); err != nil {
 		return Status{}, err
 	}
-	refills := workflow.GetSignalChannel(ctx, RefillSignal)
-	returns := workflow.GetSignalChannel(ctx, ReturnSignal)
+	sig := signals{
+		refills: workflow.GetSignalChannel(ctx, RefillSignal),
+		returns: workflow.GetSignalChannel(ctx, ReturnSignal),
+		reports: workflow.GetSignalChannel(ctx, ReportSignal),
+	}
 	for {
 		err := workflow.Await(ctx, func() bool {
-			return refills.Len() > 0 || returns.Len() > 0 || w.retired || w.shouldContinueAsNew(ctx)
+			return sig.waiting() || w.retired || w.shouldContinueAsNew(ctx)
 		})
 		if err != nil {
 			return w.status(ctx), err
 		}
-		w.drain(ctx, refills, returns)
+		w.drain(ctx, sig)
 		if !w.retired && !w.shouldContinueAsNew(ctx) {
 			continue
 		}
@@ -54,7 +63,7 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 			return w.status(ctx), err
 		}
-		w.drain(ctx, refills, returns)
+		w.drain(ctx, sig)
 		if w.retired {
 			return w.status(ctx), nil
 		}
@@ -129,6 +138,8 @@ func (w *bucketWorkflow) classify(batch AcquireBatch) (costs []int64, outcomes [
 		switch {
 		case r.ID == "":
 			outcomes[i].Invalid = "request id is required"
+		case len(r.ID) > MaxIDLength:
+			outcomes[i].Invalid = fmt.Sprintf("request id is %d bytes long; the most is %d", len(r.ID), MaxIDLength)
 		case inBatch[r.ID]:
 			outcomes[i].Invalid = fmt.Sprintf("request id %q appears twice in one batch", r.ID)
 		case w.in.Granted.Has(r.ID):
@@ -156,6 +167,8 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 		return invalidRequest(fmt.Sprintf("an acquire batch holds %d requests; the most is %d", n, MaxBatch))
 	case !slices.ContainsFunc(batch.Requests, func(r AcquireRequest) bool { return !r.Optional }):
 		return invalidRequest("an acquire batch holds only optional requests")
+	case batch.Rejected < 0:
+		return invalidRequest(fmt.Sprintf("an acquire batch reports %d rejected tokens; the count cannot be negative", batch.Rejected))
 	case w.retired:
 		return temporal.NewApplicationError(fmt.Sprintf("bucket %q is retired", w.b.Spec().Name), ErrUnknownBucket)
 	}
@@ -199,17 +212,23 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 			outcomes[i].RetryAfter = r.RetryAfter
 		}
 	}
+	var leaseFor time.Duration
 	for i, r := range batch.Requests {
-		if r.Optional && outcomes[i].Invalid == "" && !outcomes[i].Granted && w.b.Lend(now, r.ID, r.Cost) {
-			outcomes[i].Granted = true
-			w.in.Granted.Add(r.ID, now)
+		if r.Optional && outcomes[i].Invalid == "" && !outcomes[i].Granted {
+			if w.b.Lend(now, r.ID, r.Cost) {
+				outcomes[i].Granted = true
+				w.in.Granted.Add(r.ID, now)
+				leaseFor = w.b.NextTick().Sub(now)
+			}
+			break // one lease per batch
 		}
 	}
-	w.b.Denied += max(batch.Rejected, 0)
-	if w.in.Granted.Len() > grantedIDsKept*5/4 {
-		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept)
+	w.b.CountDenied(batch.Rejected)
+	if w.in.Granted.Len() > grantedIDsKept*5/4 || w.in.Granted.Bytes() > grantedIDsBytes*5/4 {
+		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
 	}
-	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}, nil
+	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill,
+		NextTick: w.b.NextTick(), LeaseFor: leaseFor}, nil
 }
 
 func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {
@@ -243,17 +262,31 @@ func (w *bucketWorkflow) retire(ctx workflow.Context) (Status, error) {
 	return w.status(ctx), nil
 }
 
-// drain applies every refill and return signal waiting.
-func (w *bucketWorkflow) drain(ctx workflow.Context, refills, returns workflow.ReceiveChannel) {
+// signals are the channels of the signals a bucket takes.
+type signals struct {
+	refills, returns, reports workflow.ReceiveChannel
+}
+
+func (s signals) waiting() bool {
+	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0
+}
+
+// drain applies every signal waiting.
+func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
 	var r Refill
-	for refills.ReceiveAsync(&r) {
+	for s.refills.ReceiveAsync(&r) {
 		w.refill(ctx, r)
 		r = Refill{}
 	}
 	var ret Return
-	for returns.ReceiveAsync(&ret) {
+	for s.returns.ReceiveAsync(&ret) {
 		w.takeBack(ctx, ret)
 		ret = Return{}
+	}
+	var rep Report
+	for s.reports.ReceiveAsync(&rep) {
+		w.b.CountDenied(rep.Rejected)
+		rep = Report{}
 	}
 }
 
@@ -267,6 +300,13 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 		return
 	}
 	now := workflow.Now(ctx)
+	if len(r.ID) > MaxIDLength || w.b.FutureTick(now, r.Tick) {
+		// No Schedule sends these: a backfill over a future range, or a hand-sent signal.
+		w.b.Ignored++
+		workflow.GetLogger(ctx).Warn("Ignored a refill signal", "bucket", w.b.Spec().Name,
+			"tick", r.Tick, "idBytes", len(r.ID), "reason", "a tick later than now plus "+bucket.TickAllowance.String()+", or an ID longer than the most allowed")
+		return
+	}
 	amount := r.Amount
 	if amount <= 0 {
 		amount = w.b.Spec().Amount
@@ -275,7 +315,7 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 	if r.ID != "" {
 		w.in.Ticks.Add(r.ID, now)
 		if w.in.Ticks.Len() > tickIDsKept*5/4 {
-			w.in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept)
+			w.in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept, 0)
 		}
 	}
 }
@@ -287,8 +327,8 @@ func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	st := w.b.State
 	in.State = &st
 	in.Run++
-	in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept)
-	in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept)
+	in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+	in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept, 0)
 	return in
 }
 

@@ -26,6 +26,7 @@ const (
 	RetireUpdate    = "retire"
 	RefillSignal    = "refill"
 	ReturnSignal    = "return"
+	ReportSignal    = "report"
 	StateQuery      = "state"
 
 	// SpecMemo is the memo field holding a bucket workflow's current spec,

@@ -11,13 +11,16 @@ type Recent struct {
 	At []int64 `json:"at,omitempty"`
 
 	index map[string]struct{}
+	bytes int // sum of len(IDs)
 }
 
 // Reindex rebuilds the lookup index from IDs; call it once after decoding.
 func (r *Recent) Reindex() {
 	r.index = make(map[string]struct{}, len(r.IDs))
+	r.bytes = 0
 	for _, id := range r.IDs {
 		r.index[id] = struct{}{}
+		r.bytes += len(id)
 	}
 }
 
@@ -38,14 +41,20 @@ func (r *Recent) Add(id string, now time.Time) {
 	r.IDs = append(r.IDs, id)
 	r.At = append(r.At, now.UnixMilli())
 	r.index[id] = struct{}{}
+	r.bytes += len(id)
 }
 
-// Trim forgets IDs older than maxAge before now, and the oldest beyond maxLen.
-func (r *Recent) Trim(now time.Time, maxAge time.Duration, maxLen int) {
+// Trim forgets IDs older than maxAge before now, and the oldest beyond maxLen
+// IDs or, when maxBytes > 0, beyond maxBytes bytes of IDs.
+func (r *Recent) Trim(now time.Time, maxAge time.Duration, maxLen, maxBytes int) {
+	if r.index == nil {
+		r.Reindex()
+	}
 	oldest := now.Add(-maxAge).UnixMilli()
 	n := 0
-	for n < len(r.IDs) && (len(r.IDs)-n > maxLen || r.At[n] < oldest) {
+	for n < len(r.IDs) && (len(r.IDs)-n > maxLen || maxBytes > 0 && r.bytes > maxBytes || r.At[n] < oldest) {
 		delete(r.index, r.IDs[n])
+		r.bytes -= len(r.IDs[n])
 		n++
 	}
 	if n > 0 {
@@ -56,3 +65,11 @@ func (r *Recent) Trim(now time.Time, maxAge time.Duration, maxLen int) {
 
 // Len returns the number of IDs remembered.
 func (r *Recent) Len() int { return len(r.IDs) }
+
+// Bytes returns the total length of the IDs remembered.
+func (r *Recent) Bytes() int {
+	if r.index == nil {
+		r.Reindex()
+	}
+	return r.bytes
+}

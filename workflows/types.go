@@ -28,13 +28,21 @@ const DefaultMaxUpdatesPerRun = 1000
 // MaxBatch is the largest number of requests one acquire update may carry.
 const MaxBatch = 5000
 
+// MaxIDLength bounds request, lease and refill IDs, in bytes. The bucket
+// remembers recent IDs across continue-as-new, so their size is part of the
+// payload it carries: a longer request ID is refused as invalid, a refill
+// with a longer ID is ignored.
+const MaxIDLength = 64
+
 // AcquireRequest asks for Cost tokens. ID identifies the request so that a
-// retry is granted at most once; it must be unique per logical request.
+// retry is granted at most once; it must be unique per logical request and
+// at most MaxIDLength bytes long.
 type AcquireRequest struct {
 	ID   string `json:"id"`
 	Cost int64  `json:"cost"`
 	// Optional asks for a lease: tokens the sender hands out itself until the
 	// next tick, granted only when the bucket is rich, never counted as denied.
+	// At most one optional request of a batch is lent.
 	Optional bool `json:"optional,omitempty"`
 }
 
@@ -43,7 +51,8 @@ type AcquireBatch struct {
 	Requests []AcquireRequest `json:"requests"`
 	// Rejected reports tokens the sender saw turned away by the update
 	// validator since its last accepted batch. A validator cannot change
-	// workflow state, so those denials are counted when they are reported here.
+	// workflow state, so those denials are counted when they are reported
+	// here. A negative count makes the batch invalid.
 	Rejected int64 `json:"rejected,omitempty"`
 }
 
@@ -70,6 +79,18 @@ type AcquireResponse struct {
 	LastRefill time.Time `json:"lastRefill,omitzero"`
 	// NextTick is the nominal time of the next scheduled refill: a lease ends then.
 	NextTick time.Time `json:"nextTick,omitzero"`
+	// LeaseFor is set when the batch's lease was lent: how long after the
+	// bucket's decision its window lasts. The borrower counts it from before
+	// it sent the update, on its own monotonic clock, so a clock that
+	// disagrees with the server's never stretches a lease into the next window.
+	LeaseFor time.Duration `json:"leaseFor,omitempty"`
+}
+
+// Report is the report signal: tokens an acquirer saw refused by the acquire
+// validator and could not report in an accepted batch (see
+// AcquireBatch.Rejected). The bucket adds them to its Denied count.
+type Report struct {
+	Rejected int64 `json:"rejected"`
 }
 
 // Return is the return signal: the unused tokens of lease ID, given back
