@@ -46,9 +46,14 @@ type AcquirerOptions struct {
 	Lease int64
 }
 
-// leaseMargin ends a lease that long before the bucket's next tick, so the
+// leaseMargin ends a lease that long before the bucket's window ends, so the
 // return of its unused tokens reaches the bucket within the window.
 const leaseMargin = 500 * time.Millisecond
+
+// reportDelay: tokens the bucket's validator refused are reported in the
+// next accepted batch; when none has carried them for this long, a report
+// signal does, so the bucket's Denied count catches up with what callers saw.
+var reportDelay = 5 * time.Second
 
 // DefaultAcquireTimeout bounds an acquire update unless AcquirerOptions.Timeout says otherwise.
 const DefaultAcquireTimeout = 10 * time.Second
@@ -76,6 +81,7 @@ type Decision struct {
 type Acquirer struct {
 	c    Updater
 	opts AcquirerOptions
+	now  func() time.Time // the process's clock; leases are timed on it alone
 
 	mu     sync.Mutex
 	queues map[string]*queue // by bucket name
@@ -86,8 +92,9 @@ type queue struct {
 	inFlight int
 	// rejected counts tokens the bucket's validator turned away since the
 	// last accepted batch; the next batch reports them so the bucket counts them.
-	rejected int64
-	lease    lease
+	rejected  int64
+	reporting bool // a report of rejected is due
+	lease     lease
 }
 
 // A lease is tokens lent to this process, handed out until until.
@@ -117,7 +124,7 @@ func NewAcquirer(c Updater, opts AcquirerOptions) (*Acquirer, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Acquirer{c: c, opts: opts, queues: map[string]*queue{}}, nil
+	return &Acquirer{c: c, opts: opts, now: time.Now, queues: map[string]*queue{}}, nil
 }
 
 func (o *AcquirerOptions) setDefaults() error {
@@ -152,6 +159,11 @@ func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int6
 		return Decision{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("bucket %q: not a bucket name: %v", bucketName, err), workflows.ErrInvalidRequest, nil)
 	}
+	if id == "" || len(id) > workflows.MaxIDLength {
+		return Decision{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("bucket %q: a request id must be 1 to %d bytes long, got %d", bucketName, workflows.MaxIDLength, len(id)),
+			workflows.ErrInvalidRequest, nil)
+	}
 	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost}, done: make(chan outcome, 1)}
 	if a.opts.Unbatched {
 		go a.send(bucketName, []*call{c}, 0, nil)
@@ -174,7 +186,7 @@ func (a *Acquirer) enqueue(name string, c *call) {
 		q = &queue{}
 		a.queues[name] = q
 	}
-	if l := &q.lease; l.tokens >= c.req.Cost && time.Now().Before(l.until) {
+	if l := &q.lease; l.tokens >= c.req.Cost && a.now().Before(l.until) {
 		l.tokens -= c.req.Cost
 		d := l.bucket
 		d.Granted = true
@@ -214,6 +226,10 @@ func (a *Acquirer) drain(name string, q *queue) {
 		n := min(len(q.pending), a.opts.MaxBatch)
 		if n == 0 {
 			q.inFlight--
+			if q.rejected > 0 && !q.reporting {
+				q.reporting = true
+				time.AfterFunc(reportDelay, func() { a.report(name, q) })
+			}
 			a.mu.Unlock()
 			return
 		}
@@ -228,26 +244,50 @@ func (a *Acquirer) drain(name string, q *queue) {
 		}
 		a.mu.Unlock()
 
+		sent := a.now()
 		resp, lent, unreported := a.send(name, batch, rejected, borrow)
 		a.mu.Lock()
 		q.rejected += unreported
 		if borrow != nil {
 			q.lease.requested = false
-			if lent && !resp.NextTick.IsZero() {
-				a.lend(name, q, borrow.ID, resp)
+			if lent {
+				a.lend(name, q, borrow.ID, resp, sent)
 			}
 		}
 		a.mu.Unlock()
 	}
 }
 
+// report sends the rejected tokens no batch has carried, unless a batch is
+// in flight (the next one carries them).
+func (a *Acquirer) report(name string, q *queue) {
+	a.mu.Lock()
+	q.reporting = false
+	n := q.rejected
+	if n == 0 || q.inFlight > 0 {
+		a.mu.Unlock()
+		return
+	}
+	q.rejected = 0
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
+	defer cancel()
+	if err := a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReportSignal, workflows.Report{Rejected: n}); err != nil {
+		a.mu.Lock()
+		q.rejected += n // the next batch carries them
+		a.mu.Unlock()
+	}
+}
+
 // lend keeps the tokens the bucket lent, and gives back what is left of them
-// when the lease ends. a.mu must be held.
-func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.AcquireResponse) {
-	until := resp.NextTick.Add(-leaseMargin)
+// when the lease ends: resp.LeaseFor after sent, less leaseMargin, on this
+// process's clock alone. The bucket decided after sent, so the lease ends no
+// later than the bucket's window, whatever the two clocks say. a.mu must be held.
+func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.AcquireResponse, sent time.Time) {
+	until := sent.Add(resp.LeaseFor - leaseMargin)
 	q.lease = lease{id: id, tokens: a.opts.Lease, until: until,
 		bucket: Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}}
-	time.AfterFunc(time.Until(until), func() {
+	time.AfterFunc(until.Sub(a.now()), func() {
 		a.mu.Lock()
 		left := int64(0)
 		if q.lease.id == id {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ type fakeBucket struct {
 	batches     []workflows.AcquireBatch
 	updateIDs   []string
 	returns     []workflows.Return
+	reports     []workflows.Report
 	inFlight    int
 	maxInFlight int
 }
@@ -60,8 +62,11 @@ func (f *fakeBucket) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflow
 func (f *fakeBucket) SignalWorkflow(_ context.Context, _, _, name string, arg any) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if name == workflows.ReturnSignal {
+	switch name {
+	case workflows.ReturnSignal:
 		f.returns = append(f.returns, arg.(workflows.Return))
+	case workflows.ReportSignal:
+		f.reports = append(f.reports, arg.(workflows.Report))
 	}
 	return nil
 }
@@ -333,6 +338,7 @@ func TestAcquirerLease(t *testing.T) {
 	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 		resp, _ := grantAll(b)
 		resp.NextTick, resp.LastRefill = nextTick, lentAt
+		resp.LeaseFor = time.Until(nextTick)
 		return resp, nil
 	}}
 	a, err := NewAcquirer(f, AcquirerOptions{Lease: 5})
@@ -372,4 +378,107 @@ func TestAcquirerLease(t *testing.T) {
 	if len(f.sent()) != 3 {
 		t.Errorf("%d updates; want a round trip once the lease ended", len(f.sent()))
 	}
+}
+
+// A lease is timed on the process's own clock from before the update was
+// sent, never by comparing the server's next tick with the local time: a
+// worker whose clock runs behind the server's must not hand out tokens of one
+// window in the next.
+func TestAcquirerLeaseIgnoresClockSkew(t *testing.T) {
+	for _, skew := range []time.Duration{-2 * time.Second, 0, 2 * time.Second} {
+		t.Run(fmt.Sprint("skew ", skew), func(t *testing.T) {
+			const window = leaseMargin + 200*time.Millisecond
+			f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+				resp, _ := grantAll(b)
+				resp.NextTick = time.Now().Add(window) // the server's clock
+				resp.LeaseFor = window
+				return resp, nil
+			}}
+			a, err := NewAcquirer(f, AcquirerOptions{Lease: 1 << 40}) // never used up
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.now = func() time.Time { return time.Now().Add(skew) }
+			start := time.Now()
+			if d, err := a.Acquire(context.Background(), "b", "first", 1); err != nil || !d.Granted {
+				t.Fatalf("first acquire: %+v, %v", d, err)
+			}
+			// Served from the lease until it ends, then from the bucket again.
+			var last time.Duration
+			for i := 0; len(f.sent()) == 1; i++ {
+				last = time.Since(start)
+				if last > 5*time.Second {
+					t.Fatal("the lease never ended")
+				}
+				if _, err := a.Acquire(context.Background(), "b", fmt.Sprint(i), 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if limit := window - leaseMargin + 20*time.Millisecond; last > limit { // + the first send
+				t.Errorf("the lease served a caller %v after it was sent; its window ends %v after", last, limit)
+			}
+		})
+	}
+}
+
+func TestAcquirerRefusesBadRequestIDs(t *testing.T) {
+	f := &fakeBucket{respond: grantAll}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	for _, id := range []string{"", strings.Repeat("x", workflows.MaxIDLength+1)} {
+		_, err := a.Acquire(context.Background(), "b", id, 1)
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrInvalidRequest || !appErr.NonRetryable() {
+			t.Errorf("id of %d bytes: %v, want a non-retryable InvalidRequest", len(id), err)
+		}
+	}
+	if len(f.sent()) != 0 {
+		t.Errorf("%d updates sent for invalid ids", len(f.sent()))
+	}
+	if _, err := a.Acquire(context.Background(), "b", strings.Repeat("x", workflows.MaxIDLength), 1); err != nil {
+		t.Errorf("an id of %d bytes: %v", workflows.MaxIDLength, err)
+	}
+}
+
+// Tokens the validator refused reach the bucket's count even when no later
+// batch is accepted to carry them.
+func TestAcquirerReportsRejectionsWhenIdle(t *testing.T) {
+	defer func(d time.Duration) { reportDelay = d }(reportDelay)
+	reportDelay = 20 * time.Millisecond
+	f := &fakeBucket{respond: func(workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		return workflows.AcquireResponse{}, rateLimited(time.Second)
+	}}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	var seen int64
+	for i := range 5 {
+		d, err := a.Acquire(context.Background(), "b", fmt.Sprint(i), int64(i+1))
+		if err != nil || d.Granted {
+			t.Fatalf("acquire %d: %+v, %v", i, d, err)
+		}
+		seen += int64(i + 1)
+	}
+	waitFor(t, "a report", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var n int64
+		for _, r := range f.reports {
+			n += r.Rejected
+		}
+		return n == seen
+	})
+	// Once: one more refusal brings the count to exactly one more.
+	if _, err := a.Acquire(context.Background(), "b", "more", 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second report", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var n int64
+		for _, r := range f.reports {
+			n += r.Rejected
+		}
+		if n > seen+1 {
+			t.Fatalf("reported %d rejected tokens, callers saw %d", n, seen+1)
+		}
+		return n == seen+1
+	})
 }
