@@ -30,9 +30,11 @@ import (
 
 // TestReplayRecordedHistories replays every history recorded in
 // testdata/histories on today's workflow code. Replaying catches a change in
-// the commands a history records; comparing outcomes catches the rest: every
-// update handler must return what the history says it returned, and a run
-// that closed must close with the same result, failure or continue-as-new input.
+// the commands a history records, but not in what they carry, nor in what
+// update handlers return; so every update handler must also return what the
+// history says it returned, every signal, child workflow and memo upsert
+// must carry the recorded input, and a run that closed must close with the
+// same result, failure or continue-as-new input.
 func TestReplayRecordedHistories(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "histories", "*.json"))
 	if err != nil {
@@ -56,11 +58,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 			if err := r.ReplayWorkflowHistoryFromJSONFile(logger, file); err != nil {
 				t.Fatalf("%s does not replay: %v", file, err)
 			}
-			n, err := rec.compare(hist)
+			compared, err := rec.compare(hist)
 			if err != nil {
 				t.Fatalf("%s replays, but decides differently: %v", file, err)
 			}
-			t.Logf("%d events replayed; %d update outcomes and the last event (%s) compared", len(hist.GetEvents()), n, hist.GetEvents()[len(hist.GetEvents())-1].GetEventType())
+			t.Logf("%d events replayed; compared %s", len(hist.GetEvents()), compared)
 		})
 	}
 }
@@ -83,8 +85,10 @@ func readHistory(t *testing.T, file string) *historypb.History {
 }
 
 // outcomes is a worker interceptor that notes what the workflow decided
-// during a replay: the result of every update handler, by update ID, and
-// what the workflow function returned, if it returned.
+// during a replay: the result of every update handler, by update ID; what
+// the workflow function returned, if it returned; and, in order, the
+// arguments of every signal it sent, child it started and memo it upserted,
+// which replaying alone does not compare.
 type outcomes struct {
 	interceptor.WorkerInterceptorBase
 
@@ -92,6 +96,9 @@ type outcomes struct {
 	updates  map[string]outcome
 	repeated []string // update IDs handled more than once
 	closed   *outcome
+	signals  [][]any
+	children [][]any
+	memos    []map[string]any
 }
 
 type outcome struct {
@@ -107,6 +114,10 @@ func (o *outcomes) InterceptWorkflow(ctx workflow.Context, next interceptor.Work
 type outcomesInbound struct {
 	interceptor.WorkflowInboundInterceptorBase
 	o *outcomes
+}
+
+func (i *outcomesInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
+	return i.Next.Init(&outcomesOutbound{WorkflowOutboundInterceptorBase: interceptor.WorkflowOutboundInterceptorBase{Next: outbound}, o: i.o})
 }
 
 func (i *outcomesInbound) ExecuteUpdate(ctx workflow.Context, in *interceptor.UpdateInput) (any, error) {
@@ -129,18 +140,62 @@ func (i *outcomesInbound) ExecuteWorkflow(ctx workflow.Context, in *interceptor.
 	return v, err
 }
 
+type outcomesOutbound struct {
+	interceptor.WorkflowOutboundInterceptorBase
+	o *outcomes
+}
+
+func (w *outcomesOutbound) SignalExternalWorkflow(ctx workflow.Context, workflowID, runID, signalName string, arg any) workflow.Future {
+	w.o.mu.Lock()
+	w.o.signals = append(w.o.signals, []any{arg})
+	w.o.mu.Unlock()
+	return w.Next.SignalExternalWorkflow(ctx, workflowID, runID, signalName, arg)
+}
+
+func (w *outcomesOutbound) ExecuteChildWorkflow(ctx workflow.Context, childWorkflowType string, args ...any) workflow.ChildWorkflowFuture {
+	w.o.mu.Lock()
+	w.o.children = append(w.o.children, args)
+	w.o.mu.Unlock()
+	return w.Next.ExecuteChildWorkflow(ctx, childWorkflowType, args...)
+}
+
+func (w *outcomesOutbound) UpsertMemo(ctx workflow.Context, memo map[string]any) error {
+	w.o.mu.Lock()
+	w.o.memos = append(w.o.memos, memo)
+	w.o.mu.Unlock()
+	return w.Next.UpsertMemo(ctx, memo)
+}
+
 // compare checks the outcomes of the replay against those hist records, and
-// returns the number of update outcomes compared, or the first difference,
-// naming its update or event.
-func (o *outcomes) compare(hist *historypb.History) (int, error) {
+// returns what it compared, or the first difference, naming its update or event.
+func (o *outcomes) compare(hist *historypb.History) (string, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.repeated) > 0 {
-		return 0, fmt.Errorf("update %q was handled twice on replay", o.repeated[0])
+		return "", fmt.Errorf("update %q was handled twice on replay", o.repeated[0])
 	}
 	var errs []error
 	recorded := map[string]bool{}
+	var signals, children, memos int
 	for _, e := range hist.GetEvents() {
+		if attrs := e.GetSignalExternalWorkflowExecutionInitiatedEventAttributes(); attrs != nil {
+			if err := sameArgs("signal", signals, o.signals, attrs.GetInput()); err != nil {
+				errs = append(errs, fmt.Errorf("event %d (%s %q to %s): %w", e.GetEventId(), e.GetEventType(), attrs.GetSignalName(), attrs.GetWorkflowExecution().GetWorkflowId(), err))
+			}
+			signals++
+		}
+		if attrs := e.GetStartChildWorkflowExecutionInitiatedEventAttributes(); attrs != nil {
+			if err := sameArgs("child", children, o.children, attrs.GetInput()); err != nil {
+				errs = append(errs, fmt.Errorf("event %d (%s %s): %w", e.GetEventId(), e.GetEventType(), attrs.GetWorkflowId(), err))
+			}
+			children++
+		}
+		if attrs := e.GetWorkflowPropertiesModifiedEventAttributes(); attrs != nil {
+			if err := sameMemo(memos, o.memos, attrs.GetUpsertedMemo()); err != nil {
+				errs = append(errs, fmt.Errorf("event %d (%s): %w", e.GetEventId(), e.GetEventType(), err))
+			}
+			memos++
+		}
 		attrs := e.GetWorkflowExecutionUpdateCompletedEventAttributes()
 		if attrs == nil {
 			continue
@@ -167,16 +222,26 @@ func (o *outcomes) compare(hist *historypb.History) (int, error) {
 			errs = append(errs, fmt.Errorf("update %q (%s) completed on replay, but the history records no outcome for it", id, o.updates[id].name))
 		}
 	}
-	if err := o.compareClose(hist.GetEvents()[len(hist.GetEvents())-1]); err != nil {
+	for _, extra := range []struct {
+		what             string
+		recorded, replay int
+	}{{"signals", signals, len(o.signals)}, {"child workflows", children, len(o.children)}, {"memo upserts", memos, len(o.memos)}} {
+		if extra.replay > extra.recorded {
+			errs = append(errs, fmt.Errorf("the replay sent %d %s, the history records %d", extra.replay, extra.what, extra.recorded))
+		}
+	}
+	last := hist.GetEvents()[len(hist.GetEvents())-1]
+	if err := o.compareClose(last); err != nil {
 		errs = append(errs, err)
 	}
 	switch len(errs) {
 	case 0:
-		return len(recorded), nil
+		return fmt.Sprintf("%d update outcomes, the inputs of %d signals, %d child workflows and %d memo upserts, and the last event (%s)",
+			len(recorded), signals, children, memos, last.GetEventType()), nil
 	case 1:
-		return 0, errs[0]
+		return "", errs[0]
 	default:
-		return 0, fmt.Errorf("%w (and %d more differences)", errs[0], len(errs)-1)
+		return "", fmt.Errorf("%w (and %d more differences)", errs[0], len(errs)-1)
 	}
 }
 
@@ -261,6 +326,52 @@ func samePayloads(recorded *commonpb.Payloads, value any, err error) error {
 		return nil
 	}
 	if d := firstDiff("", want, got); d != "" {
+		return errors.New(d)
+	}
+	return nil
+}
+
+// sameArgs compares the recorded input of the i-th signal or child with the
+// arguments the replay gave it.
+func sameArgs(what string, i int, replayed [][]any, recorded *commonpb.Payloads) error {
+	if i >= len(replayed) {
+		return fmt.Errorf("recorded, but the replay sent no %s %d", what, i+1)
+	}
+	args, err := converter.GetDefaultDataConverter().ToPayloads(replayed[i]...)
+	if err != nil {
+		return fmt.Errorf("encoding the replayed arguments: %w", err)
+	}
+	if err := samePayloads(recorded, args, nil); err != nil {
+		return fmt.Errorf("input: %w", err)
+	}
+	return nil
+}
+
+// sameMemo compares the i-th recorded memo upsert with the replay's.
+func sameMemo(i int, replayed []map[string]any, recorded *commonpb.Memo) error {
+	if i >= len(replayed) {
+		return fmt.Errorf("recorded, but the replay upserted no memo %d", i+1)
+	}
+	want, got := map[string]any{}, map[string]any{}
+	for k, p := range recorded.GetFields() {
+		vs, err := decodePayloads(&commonpb.Payloads{Payloads: []*commonpb.Payload{p}})
+		if err != nil {
+			return fmt.Errorf("decoding the recorded memo %q: %w", k, err)
+		}
+		want[k] = vs[0]
+	}
+	for k, v := range replayed[i] {
+		p, err := converter.GetDefaultDataConverter().ToPayload(v)
+		if err != nil {
+			return fmt.Errorf("encoding the replayed memo %q: %w", k, err)
+		}
+		vs, err := decodePayloads(&commonpb.Payloads{Payloads: []*commonpb.Payload{p}})
+		if err != nil {
+			return fmt.Errorf("decoding the replayed memo %q: %w", k, err)
+		}
+		got[k] = vs[0]
+	}
+	if d := firstDiff("memo", want, got); d != "" {
 		return errors.New(d)
 	}
 	return nil
