@@ -1,3 +1,10 @@
+// Replaying. go test replays the histories recorded in testdata/histories and
+// checks what they decide. A change that makes a recorded history decide
+// differently (other commands or command inputs, other update outcomes, another
+// continue-as-new input) must be gated with workflow.GetVersion, keeping the
+// old path for histories without the marker; when behaviour changes, add a
+// history recorded from the new build (testdata/histories/README.md says how).
+
 package workflows
 
 import (
