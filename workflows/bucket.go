@@ -234,8 +234,11 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	if w.in.Granted.Len() > grantedIDsKept*5/4 || w.in.Granted.Bytes() > grantedIDsBytes*5/4 {
 		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
 	}
-	return AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill,
-		NextTick: w.b.NextTick(), LeaseFor: leaseFor}, nil
+	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}
+	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
+		resp.LeaseFor = leaseFor
+	}
+	return resp, nil
 }
 
 func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {

@@ -1,0 +1,195 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/tokenbucket/tb/bucket"
+)
+
+// maxCarried is what the bucket may carry across continue-as-new: well under
+// Temporal's 2 MB payload limit, and under the 512 KB at which it warns.
+const maxCarried = 512 << 10
+
+// longID returns a distinct ID of the most bytes a request or refill may have.
+func longID(prefix string, i int) string {
+	id := fmt.Sprintf("%s-%d-", prefix, i)
+	return id + strings.Repeat("x", MaxIDLength-len(id))
+}
+
+// TestFloodedBucketStaysBounded sends a bucket everything a caller may send,
+// past every bound, and checks that what it continues as new with stays small
+// and that the next run answers.
+func TestFloodedBucketStaysBounded(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: strings.Repeat("n", bucket.MaxNameLength), Schedule: "@daily", Amount: bucket.MaxTokens, Maximum: bucket.MaxTokens}
+	const (
+		big    = 3                     // batches of MaxBatch requests with the longest IDs
+		leases = bucket.MaxLeases + 10 // batches of one request and ten lease requests
+	)
+	var results []*updateResult
+	at := time.Second
+	for b := range big {
+		h.at(at, func() {
+			reqs := make([]AcquireRequest, MaxBatch)
+			for i := range reqs {
+				reqs[i] = AcquireRequest{ID: longID(fmt.Sprint("r", b), i), Cost: 1}
+			}
+			h.acquire(fmt.Sprint("big-", b), reqs...)
+		})
+		at += time.Millisecond
+	}
+	for i := range tickIDsKept*5/4 + 60 { // past the point where they are trimmed
+		// One signal per callback: the test environment stalls on many at once.
+		h.at(at, func() { h.refill(Refill{ID: longID("tick", i), Amount: 1}) })
+		at += time.Millisecond
+	}
+	h.at(at, func() {
+		h.refill(Refill{ID: strings.Repeat("y", 1000), Amount: 1})                        // too long to remember: ignored
+		h.refill(Refill{ID: "future", Tick: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}) // from the future: ignored
+		for i := range 10 {
+			h.env.SignalWorkflow(ReturnSignal, Return{ID: strings.Repeat("z", 1000) + fmt.Sprint(i), Tokens: math.MaxInt64})
+			h.env.SignalWorkflow(ReportSignal, Report{Rejected: math.MaxInt64})
+		}
+	})
+	at += time.Millisecond
+	for b := range leases {
+		h.at(at, func() {
+			reqs := []AcquireRequest{{ID: longID(fmt.Sprint("l", b), 0), Cost: 1}}
+			for i := range 10 {
+				reqs = append(reqs, AcquireRequest{ID: longID(fmt.Sprint("l", b), i+1), Cost: 1, Optional: true})
+			}
+			results = append(results, h.acquire(fmt.Sprint("lease-", b), reqs...))
+		})
+		at += time.Millisecond
+	}
+	// The last update reaches MaxUpdatesPerRun: the run continues as new.
+	h.at(at+time.Second, func() { h.acquire("last", req("last", 1)) })
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: big + leases + 1})
+	next := continuedAsNew(t, h.env)
+
+	for i, r := range results {
+		if r.rejected != nil || r.err != nil {
+			t.Fatalf("flood batch %d: %v %v", i, r.rejected, r.err)
+		}
+		lent := 0
+		for _, o := range r.resp.Results[1:] {
+			if o.Granted {
+				lent++
+			}
+		}
+		if lent != 1 {
+			t.Errorf("flood batch %d lent %d leases, want 1", i, lent)
+		}
+	}
+	st := next.State
+	if len(st.Leases) > bucket.MaxLeases || next.Granted.Len() > grantedIDsKept || next.Granted.Bytes() > grantedIDsBytes || next.Ticks.Len() > tickIDsKept {
+		t.Errorf("carried %d leases, %d request IDs (%d bytes), %d tick IDs: past their bounds",
+			len(st.Leases), next.Granted.Len(), next.Granted.Bytes(), next.Ticks.Len())
+	}
+	if next.Granted.Len() < grantedIDsKept/3 || next.Ticks.Len() < tickIDsKept {
+		t.Errorf("the flood did not reach the bounds: %d request IDs, %d tick IDs", next.Granted.Len(), next.Ticks.Len())
+	}
+	if st.Ignored != 2 || st.Denied != math.MaxInt64 || !st.LastTick.IsZero() {
+		t.Errorf("ignored %d refills, denied %d, last tick %v; want 2 ignored, Denied saturated, no tick", st.Ignored, st.Denied, st.LastTick)
+	}
+	p, err := converter.GetDefaultDataConverter().ToPayload(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Data); n > maxCarried {
+		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarried)
+	} else {
+		t.Logf("continue-as-new input after the flood: %d bytes (%d request IDs, %d tick IDs, %d leases)",
+			n, next.Granted.Len(), next.Ticks.Len(), len(st.Leases))
+	}
+
+	// The next run answers.
+	h2 := newHarness(t)
+	var after *updateResult
+	h2.at(time.Second, func() { after = h2.acquire("after", req("after", 1)) })
+	h2.run(next, 2*time.Second)
+	if after.rejected != nil || !after.resp.Results[0].Granted {
+		t.Errorf("acquire in the next run: %+v", after)
+	}
+}
+
+// TestFutureTickDoesNotPoisonForecasts: a refill whose tick lies in the
+// future (a backfill over a future range, a hand-sent signal) is ignored, and
+// a denied caller is told to come back at the real next refill.
+func TestFutureTickDoesNotPoisonForecasts(t *testing.T) {
+	h := newHarness(t)
+	var denied *updateResult
+	var st Status
+	h.at(100*time.Millisecond, func() {
+		h.acquire("u1", req("a", 5))
+		h.refill(Refill{ID: "2200", Tick: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)})
+		h.refill(Refill{ID: "next-month", Tick: t0.AddDate(0, 1, 0)})
+	})
+	h.at(200*time.Millisecond, func() { denied = h.acquire("u2", req("b", 1)); st = h.state() })
+	h.run(BucketInput{Spec: spec5()}, time.Second/2)
+
+	resp, ok := IsRateLimited(denied.rejected)
+	if !ok {
+		t.Fatalf("acquire on an empty bucket: %+v", denied)
+	}
+	if got := resp.Results[0].RetryAfter; got > 800*time.Millisecond+bucket.MaxRefillLag {
+		t.Errorf("retry after %v; the next tick is 800ms away", got)
+	}
+	if st.Ignored != 2 || st.Tokens != 0 || !st.LastTick.IsZero() || st.NextRefill.After(t0.Add(time.Second+bucket.MaxRefillLag)) {
+		t.Errorf("state = %+v; want both refills ignored, next refill at the next tick", st)
+	}
+}
+
+// A state carried from a build that accepted a future tick heals when the
+// next run starts.
+func TestCarriedFutureTickHeals(t *testing.T) {
+	h := newHarness(t)
+	poisoned := bucket.State{Tokens: 0, LastTick: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), Created: t0.Add(-time.Hour)}
+	var denied *updateResult
+	h.at(100*time.Millisecond, func() { denied = h.acquire("u", req("a", 1)) })
+	h.run(BucketInput{Spec: spec5(), State: &poisoned}, time.Second/2)
+	resp, ok := IsRateLimited(denied.rejected)
+	if !ok || resp.Results[0].RetryAfter > time.Second+bucket.MaxRefillLag {
+		t.Errorf("denied %+v: want a retry-after up to the next tick", resp)
+	}
+}
+
+func TestRejectedCountsAreValidated(t *testing.T) {
+	h := newHarness(t)
+	var negative *updateResult
+	h.at(10*time.Millisecond, func() {
+		negative = h.update(AcquireUpdate, "neg", AcquireBatch{Requests: []AcquireRequest{req("a", 1)}, Rejected: -5})
+	})
+	h.at(20*time.Millisecond, func() {
+		h.update(AcquireUpdate, "max1", AcquireBatch{Requests: []AcquireRequest{req("b", 1)}, Rejected: math.MaxInt64})
+		h.update(AcquireUpdate, "max2", AcquireBatch{Requests: []AcquireRequest{req("c", 1)}, Rejected: math.MaxInt64})
+	})
+	h.run(BucketInput{Spec: spec5()}, 100*time.Millisecond)
+	var appErr *temporal.ApplicationError
+	if !errors.As(negative.rejected, &appErr) || appErr.Type() != ErrInvalidRequest {
+		t.Errorf("a negative rejected count: %v, want InvalidRequest", negative.rejected)
+	}
+	if st := h.stateAfter(t); st.Denied != math.MaxInt64 || st.Granted != 2 {
+		t.Errorf("denied %d, granted %d; want Denied saturated and 2 granted", st.Denied, st.Granted)
+	}
+}
+
+func TestLongRequestIDsAreInvalid(t *testing.T) {
+	h := newHarness(t)
+	var r *updateResult
+	h.at(10*time.Millisecond, func() {
+		r = h.acquire("u", req(strings.Repeat("a", MaxIDLength+1), 1), req(longID("ok", 0), 1))
+	})
+	h.run(BucketInput{Spec: spec5()}, 100*time.Millisecond)
+	if r.rejected != nil || !strings.Contains(r.resp.Results[0].Invalid, "bytes long") || !r.resp.Results[1].Granted {
+		t.Errorf("results = %+v, %v; want the long ID invalid and the other granted", r.resp.Results, r.rejected)
+	}
+}

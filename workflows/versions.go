@@ -1,0 +1,14 @@
+package workflows
+
+// Changes of the bucket workflow's behaviour that a recorded history would
+// see, each gated by workflow.GetVersion: a run recorded before the change
+// (no marker) replays on the old path, a run that reaches the change on a
+// new build takes the new one. Keep the old path until no run can still hold
+// a history without the marker.
+const (
+	// changeLeaseFor: an answer that lends a lease says how long the lease's
+	// window lasts (AcquireResponse.LeaseFor), so the borrower never compares
+	// the server's clock with its own. Before it, the answer carried NextTick
+	// only; a borrower given no LeaseFor gives the lease back at once.
+	changeLeaseFor = "lease-for"
+)
