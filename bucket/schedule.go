@@ -63,6 +63,13 @@ var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month 
 // ParseSchedule parses a refill schedule. timezone is an IANA zone name, or ""
 // for UTC (Temporal's default; robfig/cron's default of the local zone is not used).
 func ParseSchedule(expr, timezone string) (*Schedule, error) {
+	return parseSchedule(expr, timezone, true)
+}
+
+// parseSchedule parses a refill schedule; strict is false for one carried from
+// an earlier version of tb (see readCarried), which may restrict both day
+// fields or name an interval over MaxEvery: both fire as they did.
+func parseSchedule(expr, timezone string, strict bool) (*Schedule, error) {
 	expr = strings.TrimSpace(expr)
 	if expr == "" {
 		return nil, errors.New("is required")
@@ -79,13 +86,13 @@ func ParseSchedule(expr, timezone string) (*Schedule, error) {
 		}
 		timezone, expr = zone, rest
 	}
-	loc, err := loadZone(timezone)
+	loc, err := loadZone(timezone, strict)
 	if err != nil {
 		return nil, err
 	}
 
 	if rest, ok := strings.CutPrefix(expr, "@every"); ok {
-		return parseEvery(expr, strings.TrimSpace(rest), loc)
+		return parseEvery(expr, strings.TrimSpace(rest), loc, strict)
 	}
 	if strings.HasPrefix(expr, "@") {
 		if !descriptors[expr] {
@@ -99,7 +106,7 @@ func ParseSchedule(expr, timezone string) (*Schedule, error) {
 		return nil, fmt.Errorf("%q: %v", expr, err)
 	}
 	spec := parsed.(*cron.SpecSchedule)
-	if spec.Dom&starBit == 0 && spec.Dow&starBit == 0 {
+	if strict && spec.Dom&starBit == 0 && spec.Dow&starBit == 0 {
 		return nil, fmt.Errorf("%q restricts both day-of-month and day-of-week (a day field is unrestricted only when it holds * or */1): "+
 			"robfig/cron fires when either matches, Temporal only when both do; make one of them *", expr)
 	}
@@ -112,7 +119,7 @@ func ParseSchedule(expr, timezone string) (*Schedule, error) {
 	return s, nil
 }
 
-func parseEvery(expr, arg string, loc *time.Location) (*Schedule, error) {
+func parseEvery(expr, arg string, loc *time.Location, strict bool) (*Schedule, error) {
 	d, err := time.ParseDuration(arg)
 	if err != nil {
 		return nil, fmt.Errorf("%q: want @every <duration>, such as @every 10s or @every 1h30m", expr)
@@ -123,7 +130,7 @@ func parseEvery(expr, arg string, loc *time.Location) (*Schedule, error) {
 	if d%time.Second != 0 {
 		return nil, fmt.Errorf("%q: the interval must be a whole number of seconds", expr)
 	}
-	if d > MaxEvery {
+	if strict && d > MaxEvery {
 		return nil, fmt.Errorf("%q: the interval may be at most %dh (366 days); Temporal fires an interval at multiples of it since 1970 "+
 			"and never after 2100, so a longer one fires rarely or never", expr, MaxEvery/time.Hour)
 	}
@@ -149,14 +156,16 @@ func processZone(name string) bool {
 }
 
 // loadZone loads an IANA zone; "" is UTC. It never returns the process's zone.
-func loadZone(name string) (*time.Location, error) {
+// Unless strict, it loads names that are not in canonical form, as
+// time.LoadLocation does.
+func loadZone(name string, strict bool) (*time.Location, error) {
 	switch {
 	case name == "" || name == "UTC":
 		return time.UTC, nil
 	case processZone(name):
 		return nil, zoneError{fmt.Errorf("%q is the time zone of whichever process reads it (each worker, the Temporal server), "+
 			"so they would disagree; name an IANA zone such as Europe/Paris, or UTC", name)}
-	case path.Clean(name) != name:
+	case strict && path.Clean(name) != name:
 		return nil, zoneError{fmt.Errorf("unknown time zone %q: not a zone name", name)}
 	}
 	loc, err := time.LoadLocation(name)

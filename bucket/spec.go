@@ -74,7 +74,32 @@ func (s Spec) ParseSchedule() (*Schedule, error) { return ParseSchedule(s.Schedu
 
 // Validate checks every field and returns a *ValidationError listing each
 // problem, or nil.
-func (s Spec) Validate() error {
+func (s Spec) Validate() error { return s.validate(true) }
+
+// readCarried reads a spec a bucket workflow carried in its state (across
+// continue-as-new, or in its Schedule's action), which an earlier version of
+// tb may have written and this one's Validate refuses. It names UTC for a
+// Local zone (see UpgradeLegacySpec), and accepts what ran as Temporal fires
+// it: crons restricting both day fields (tb always forecast them, like
+// Temporal, on days matching both), intervals over MaxEvery, strings over the
+// bounds, and task queues this version refuses (the workflow already runs on
+// one). Everything else is checked as Validate does. A spec from buckets.yaml
+// or a reconfiguration must pass Validate.
+func readCarried(s Spec) (Spec, *Schedule, error) {
+	s, _ = UpgradeLegacySpec(s)
+	if err := s.validate(false); err != nil {
+		return Spec{}, nil, err
+	}
+	sched, err := parseSchedule(s.Schedule, s.Timezone, false)
+	if err != nil {
+		return Spec{}, nil, err
+	}
+	return s, sched, nil
+}
+
+// validate checks the spec; strict is false for one carried from an earlier
+// version of tb (see readCarried).
+func (s Spec) validate(strict bool) error {
 	var errs ValidationError
 	add := func(field string, err error) {
 		errs = append(errs, &FieldError{Bucket: s.Name, Field: field, Err: err})
@@ -83,12 +108,12 @@ func (s Spec) Validate() error {
 		add("name", err)
 	}
 	switch {
-	case len(s.Schedule) > MaxScheduleLength:
+	case strict && len(s.Schedule) > MaxScheduleLength:
 		add("schedule", tooLong(s.Schedule, MaxScheduleLength))
-	case len(s.Timezone) > MaxTimezoneLength:
+	case strict && len(s.Timezone) > MaxTimezoneLength:
 		add("timezone", tooLong(s.Timezone, MaxTimezoneLength))
 	default:
-		if _, err := s.ParseSchedule(); err != nil {
+		if _, err := parseSchedule(s.Schedule, s.Timezone, strict); err != nil {
 			field := "schedule"
 			var zerr zoneError
 			if s.Timezone != "" && errors.As(err, &zerr) {
@@ -111,7 +136,7 @@ func (s Spec) Validate() error {
 			add("initial", fmt.Errorf("%d is more than maximum (%d)", i, s.Maximum))
 		}
 	}
-	if s.TaskQueue != "" {
+	if s.TaskQueue != "" && strict {
 		if err := CheckTaskQueue(s.TaskQueue); err != nil {
 			add("task_queue", err)
 		}

@@ -116,3 +116,56 @@ func TestLegacySpecLocalIsUTC(t *testing.T) {
 		t.Errorf("UpgradeLegacySpec changed a current spec: %+v, %v", s, changed)
 	}
 }
+
+// A bucket workflow reads the spec it carried with readCarried: what an
+// earlier version of tb accepted keeps running, read as its Schedule fires.
+func TestReadCarriedKeepsEarlierSpecsRunning(t *testing.T) {
+	saved := time.Local
+	t.Cleanup(func() { time.Local = saved })
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Local = tokyo
+	from := time.Date(2027, 3, 5, 12, 0, 0, 0, time.UTC) // a Friday
+	for _, tt := range []struct {
+		spec Spec
+		want string // the next refill after from
+	}{
+		{Spec{Schedule: "0 9 * * *", Timezone: "Local"}, "2027-03-06T09:00:00Z"},
+		{Spec{Schedule: "CRON_TZ=Local 0 9 * * *"}, "2027-03-06T09:00:00Z"},
+		{Spec{Schedule: "CRON_TZ= 0 9 * * *"}, "2027-03-06T09:00:00Z"},
+		// Odd weekdays, as Temporal fires it: Tuesday the 9th, not Saturday the 7th.
+		{Spec{Schedule: "0 0 */2 * 1-5"}, "2027-03-09T00:00:00Z"},
+		{Spec{Schedule: "@every 2562047h"}, "2262-04-11T23:00:00Z"},
+		{Spec{Schedule: "@hourly", TaskQueue: "mail\tlimits"}, "2027-03-05T13:00:00Z"},
+		{Spec{Schedule: "@hourly", Timezone: "Europe/./Paris"}, "2027-03-05T13:00:00Z"},
+	} {
+		s := tt.spec
+		s.Name, s.Amount, s.Maximum = "a", 1, 1
+		if err := s.Validate(); err == nil {
+			t.Errorf("%+v: Validate accepts it; this case is for specs it refuses", s)
+		}
+		got, sched, err := readCarried(s)
+		if err != nil {
+			t.Errorf("readCarried(%+v): %v", s, err)
+			continue
+		}
+		if next := sched.Next(from).Format(time.RFC3339); next != tt.want {
+			t.Errorf("readCarried(%+v): next refill %s, want %s", s, next, tt.want)
+		}
+		if got.Timezone == "Local" || strings.Contains(got.Schedule, "Local") {
+			t.Errorf("readCarried(%+v) kept the process zone: %+v", s, got)
+		}
+	}
+	for _, s := range []Spec{
+		{Name: "a", Schedule: "nope", Amount: 1, Maximum: 1},
+		{Name: "a", Schedule: "@hourly", Amount: 0, Maximum: 1},
+		{Name: "a b", Schedule: "@hourly", Amount: 1, Maximum: 1},
+		{Name: "a", Schedule: "@hourly", Timezone: "Mars/Olympus", Amount: 1, Maximum: 1},
+	} {
+		if _, _, err := readCarried(s); err == nil {
+			t.Errorf("readCarried(%+v) accepted it", s)
+		}
+	}
+}
