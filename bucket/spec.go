@@ -21,8 +21,8 @@ const (
 	// MaxNameLength bounds a bucket name; it becomes part of workflow and schedule IDs.
 	MaxNameLength = 128
 	// MaxScheduleLength bounds the schedule text. A cron listing every value of
-	// every field once, behind a CRON_TZ= prefix with the longest zone name, is
-	// under 470 bytes.
+	// every field once (but one day field, which must stay *), behind a
+	// CRON_TZ= prefix with the longest zone name, is 406 bytes.
 	MaxScheduleLength = 512
 	// MaxTimezoneLength bounds the timezone field: the longest IANA zone name
 	// (America/Argentina/ComodRivadavia) is 32 bytes.
