@@ -196,21 +196,21 @@ func queryBucket(ctx context.Context, c client.Client, name string) bucketStatus
 }
 
 // closed describes a bucket whose workflow has closed with the given status.
-func closed(ctx context.Context, c client.Client, name string, status enumspb.WorkflowExecutionStatus) string {
+func closed(ctx context.Context, c client.Client, name string, how enumspb.WorkflowExecutionStatus) string {
 	// WORKFLOW_EXECUTION_STATUS_TIMED_OUT → "timed out"
-	how := strings.TrimPrefix(enumspb.WorkflowExecutionStatus_name[int32(status)], "WORKFLOW_EXECUTION_STATUS_")
-	how = strings.ReplaceAll(strings.ToLower(how), "_", " ")
+	ended := strings.TrimPrefix(enumspb.WorkflowExecutionStatus_name[int32(how)], "WORKFLOW_EXECUTION_STATUS_")
+	ended = strings.ReplaceAll(strings.ToLower(ended), "_", " ")
 	at := ""
 	if desc, err := c.DescribeWorkflowExecution(ctx, workflows.BucketID(name), ""); err == nil {
 		if t := desc.GetWorkflowExecutionInfo().GetCloseTime(); t != nil {
 			at = " at " + t.AsTime().UTC().Format(time.RFC3339)
 		}
 	}
-	if status == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+	if how == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 		// A bucket workflow completes only when tb sync-schedules --retire ends it.
 		return "not running: retired (completed" + at + ")"
 	}
-	return "not running: " + how + at + " (run tb sync-schedules)"
+	return "not running: " + ended + at + " (run tb sync-schedules)"
 }
 
 // describeQueryError says what a failed query means for the bucket. A query
