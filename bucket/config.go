@@ -1,8 +1,10 @@
 package bucket
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -14,6 +16,12 @@ import (
 
 // DefaultFile is the config file tb reads unless told otherwise.
 const DefaultFile = "buckets.yaml"
+
+// MaxFileSize is the most Load reads and Parse accepts: 4 MiB. A bucket takes
+// about 160 bytes, so that is some 25,000 buckets, far more than one namespace's
+// Schedules refill on time; parsing takes about 45 times a file's size in
+// memory (a file at the cap peaks near 180 MB), which the cap bounds.
+const MaxFileSize = 4 << 20
 
 // Config is a parsed buckets.yaml: the buckets, and which activity types each guards.
 type Config struct {
@@ -39,19 +47,31 @@ func (c *Config) Bucket(name string) (Spec, bool) {
 	return Spec{}, false
 }
 
-// Load reads and validates a buckets.yaml file.
+// Load reads and validates a buckets.yaml file of at most MaxFileSize bytes.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data)
 }
 
+// errTooLarge is the problem with a file of more than MaxFileSize bytes.
+var errTooLarge = fmt.Errorf("is larger than %d MiB, the most tb reads from a buckets file", MaxFileSize>>20)
+
 // Parse validates a buckets.yaml document. filename is used in error messages only.
 // On failure the error is a ValidationError naming, for every problem, the
-// bucket, the field and the line.
+// bucket, the field and the line. The file must hold one YAML document of at
+// most MaxFileSize bytes.
 func Parse(filename string, data []byte) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, ValidationError{{File: filename, Err: errTooLarge}}
+	}
 	p := &parser{file: filename, cfg: &Config{Guards: map[string]Guard{}}}
 	p.parse(data)
 	if len(p.errs) > 0 {
@@ -76,8 +96,24 @@ func (p *parser) errorf(n *yaml.Node, bucket, field, format string, args ...any)
 }
 
 func (p *parser) parse(data []byte) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	var doc, next yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	err := dec.Decode(&doc)
+	if err == nil {
+		// A second document would be ignored, and its buckets with it: tb
+		// sync-schedules would then delete their Schedules.
+		switch err = dec.Decode(&next); {
+		case err == io.EOF:
+			err = nil
+		case err == nil:
+			p.errorf(&next, "", "", "the file holds a second YAML document (---); tb reads one: put every bucket in the one buckets list")
+			return
+		}
+	}
+	if err == io.EOF {
+		err = nil // no document at all: reported below
+	}
+	if err != nil {
 		line, msg := splitYAMLError(err)
 		if line == 0 {
 			line = badByteLine(data)
@@ -177,7 +213,14 @@ func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int)
 				ok = false
 			}
 		case "task_queue":
-			ok = p.str(val, label, "task_queue", &spec.TaskQueue) && ok
+			switch {
+			case !p.str(val, label, "task_queue", &spec.TaskQueue):
+				ok = false
+			case spec.TaskQueue == "":
+				// Spec.Validate reads "" as the default; written out, it is a slip.
+				p.errorf(val, label, "task_queue", "%v", CheckTaskQueue(""))
+				ok = false
+			}
 		case "activities":
 			activities = val
 		default:

@@ -3,6 +3,7 @@ package bucket
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -117,6 +118,34 @@ func TestParseConfigErrors(t *testing.T) {
 			`b.yaml:7: bucket "a": activities.Fetch: cost must be greater than 0, got 0`}},
 		{"activity in two buckets", "buckets:\n  - name: a\n" + valid + "    activities: {Fetch: 1}\n  - name: b\n" + valid + "    activities: {Fetch: 1}\n", []string{
 			`b.yaml:11: bucket "b": activities.Fetch: is already guarded by bucket "a" (line 6); an activity type draws from one bucket`}},
+		{"task queue reserved for partitions", "buckets:\n  - name: a\n" + valid + "    task_queue: /_sys/a/1\n", []string{
+			`b.yaml:6: bucket "a": task_queue: "/_sys/a/1" starts with "/_sys/", which Temporal reserves for task queue partitions`}},
+		{"task queue internal to Temporal", "buckets:\n  - name: a\n" + valid + "    task_queue: temporal-sys-per-ns-tq\n", []string{
+			`b.yaml:6: bucket "a": task_queue: "temporal-sys-per-ns-tq" starts with "temporal-sys-", which Temporal reserves for its own task queues`}},
+		{"task queue with a control character", "buckets:\n  - name: a\n" + valid + "    task_queue: \"mail\\tlimits\"\n", []string{
+			`b.yaml:6: bucket "a": task_queue: "mail\tlimits" holds a control character (U+0009) at byte 4`}},
+		{"task queue too long", "buckets:\n  - name: a\n" + valid + "    task_queue: " + strings.Repeat("q", 256) + "\n", []string{
+			`b.yaml:6: bucket "a": task_queue: is 256 bytes long; at most 255`}},
+		{"task queue empty", "buckets:\n  - name: a\n" + valid + "    task_queue: \"\"\n", []string{
+			`b.yaml:6: bucket "a": task_queue: is empty; leave it out for the default task queue`}},
+		{"schedule too long", "buckets:\n  - name: a\n    schedule: \"" + strings.Repeat("1,", 300) + "1 * * * *\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: is 609 bytes long; at most 512`}},
+		{"timezone too long", "buckets:\n  - name: a\n" + valid + "    timezone: " + strings.Repeat("Z", 65) + "\n", []string{
+			`b.yaml:6: bucket "a": timezone: is 65 bytes long; at most 64`}},
+		{"timezone Local", "buckets:\n  - name: a\n" + valid + "    timezone: Local\n", []string{
+			`b.yaml:6: bucket "a": timezone: "Local" is the time zone of whichever process reads it (each worker, the Temporal server), so they would disagree; name an IANA zone such as Europe/Paris, or UTC`}},
+		{"timezone localtime", "buckets:\n  - name: a\n" + valid + "    timezone: localtime\n", []string{
+			`b.yaml:6: bucket "a": timezone: "localtime" is the time zone of whichever process reads it (each worker, the Temporal server), so they would disagree; name an IANA zone such as Europe/Paris, or UTC`}},
+		{"CRON_TZ=Local", "buckets:\n  - name: a\n    schedule: \"CRON_TZ=Local 0 9 * * *\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: "Local" is the time zone of whichever process reads it (each worker, the Temporal server), so they would disagree; name an IANA zone such as Europe/Paris, or UTC`}},
+		{"CRON_TZ= with no zone", "buckets:\n  - name: a\n    schedule: \"CRON_TZ= 0 9 * * *\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: "CRON_TZ= 0 9 * * *" names no time zone after CRON_TZ=; write CRON_TZ=UTC or an IANA zone such as CRON_TZ=Europe/Paris`}},
+		{"second document", "buckets:\n  - name: a\n" + valid + "---\nbuckets:\n  - name: b\n" + valid, []string{
+			`b.yaml:6: the file holds a second YAML document (---); tb reads one: put every bucket in the one buckets list`}},
+		{"interval Temporal never fires", "buckets:\n  - name: a\n    schedule: \"@every 2562047h\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: "@every 2562047h": the interval may be at most 8784h (366 days); Temporal fires an interval at multiples of it since 1970 and never after 2100, so a longer one fires rarely or never`}},
+		{"both day fields with a step", "buckets:\n  - name: a\n    schedule: \"0 0 */2 * 1-5\"\n    amount: 1\n    maximum: 1\n", []string{
+			`b.yaml:3: bucket "a": schedule: "0 0 */2 * 1-5" restricts both day-of-month and day-of-week (a day field is unrestricted only when it holds * or */1): robfig/cron fires when either matches, Temporal only when both do; make one of them *`}},
 		{"several errors", "buckets:\n  - name: a\n    schedule: \"@every 100ms\"\n    amount: 0\n    maximum: 1\n", []string{
 			`b.yaml:3: bucket "a": schedule: "@every 100ms": Temporal Schedules refuse intervals under 1s`,
 			`b.yaml:4: bucket "a": amount: must be greater than 0, got 0`}},
@@ -160,6 +189,60 @@ func TestExampleFileIsValid(t *testing.T) {
 	}
 	if len(cfg.Buckets) == 0 || len(cfg.Guards) == 0 {
 		t.Errorf("example declares %d buckets and %d guarded activities; want some of each", len(cfg.Buckets), len(cfg.Guards))
+	}
+}
+
+// A file larger than MaxFileSize is refused before it is parsed, naming the
+// file and the cap; one at the cap is read.
+func TestLoadRefusesHugeFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, size int) string {
+		t.Helper()
+		head := "buckets:\n  - {name: a, schedule: \"@hourly\", amount: 1, maximum: 1}\n"
+		data := []byte(head + strings.Repeat("#", size-len(head)-1) + "\n")
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	if _, err := Load(write("at-cap.yaml", MaxFileSize)); err != nil {
+		t.Errorf("a file of exactly MaxFileSize bytes: %v", err)
+	}
+	huge := write("huge.yaml", MaxFileSize+1)
+	_, err := Load(huge)
+	want := huge + ": is larger than 4 MiB, the most tb reads from a buckets file"
+	if err == nil || err.Error() != want {
+		t.Errorf("Load(a file over the cap) = %v, want %q", err, want)
+	}
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.File != huge {
+		t.Errorf("Load(a file over the cap): %T %v, want a *FieldError naming the file", err, err)
+	}
+	if _, err := Parse("b.yaml", make([]byte, MaxFileSize+1)); err == nil || !strings.Contains(err.Error(), "b.yaml: is larger than 4 MiB") {
+		t.Errorf("Parse(more than MaxFileSize bytes) = %v", err)
+	}
+}
+
+// Only the first document was read: a second one's buckets were dropped
+// (and sync would have deleted their Schedules).
+func TestParseRefusesMoreDocuments(t *testing.T) {
+	for _, doc := range []string{
+		"buckets: []\n---\nbuckets: [{name: b, schedule: \"@hourly\", amount: 1, maximum: 1}]\n",
+		"buckets: []\n---\n",
+		"---\nbuckets: []\n---\n# disabled\n",
+		"buckets: []\n---\n: : bad\n",
+	} {
+		_, err := Parse("b.yaml", []byte(doc))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Line == 0 {
+			t.Errorf("Parse(%q) = %v, want an error with a line", doc, err)
+		}
+	}
+	for _, doc := range []string{"---\nbuckets: []\n", "buckets: []\n...\n", "buckets: []\n# the end\n"} {
+		if _, err := Parse("b.yaml", []byte(doc)); err != nil {
+			t.Errorf("Parse(%q) = %v, want one document read", doc, err)
+		}
 	}
 }
 

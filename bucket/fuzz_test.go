@@ -32,6 +32,9 @@ func FuzzParse(f *testing.F) {
 			if err := s.Validate(); err != nil {
 				t.Fatalf("Parse accepted an invalid bucket %+v: %v", s, err)
 			}
+			if _, legacy := UpgradeLegacySpec(s); legacy {
+				t.Fatalf("Parse accepted %+v, which UpgradeLegacySpec would change", s)
+			}
 			if names[s.Name] {
 				t.Fatalf("Parse accepted bucket %q twice", s.Name)
 			}

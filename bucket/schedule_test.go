@@ -26,6 +26,14 @@ func TestParseScheduleAccepts(t *testing.T) {
 		{"0 0 1 1 *", "", []string{"2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"}},
 		{"@weekly", "", []string{"2026-11-29T00:00:00Z", "2026-12-06T00:00:00Z"}},
 		{"  5 4 * * sun  ", "", []string{"2026-11-29T04:05:00Z", "2026-12-06T04:05:00Z"}},
+		// One day field unrestricted (*, */1 or a list holding *): both readers AND the two.
+		{"0 0 */2 * *", "", []string{"2026-11-27T00:00:00Z", "2026-11-29T00:00:00Z"}},
+		{"0 0 */1 * 1-5", "", []string{"2026-11-27T00:00:00Z", "2026-11-30T00:00:00Z"}},
+		{"0 0 *,15 * MON", "", []string{"2026-11-30T00:00:00Z", "2026-12-07T00:00:00Z"}},
+		{"0 0 */2 * */1", "", []string{"2026-11-27T00:00:00Z", "2026-11-29T00:00:00Z"}},
+		// The longest interval tb accepts, and a year.
+		{"@every 8784h", "", []string{"2027-02-13T00:00:00Z", "2028-02-14T00:00:00Z"}},
+		{"@every 8760h", "", []string{"2026-12-18T00:00:00Z", "2027-12-18T00:00:00Z"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
@@ -68,6 +76,21 @@ func TestParseScheduleRejects(t *testing.T) {
 		{"@hourly", "Mars/Olympus", `unknown time zone "Mars/Olympus"`},
 		{"CRON_TZ=Europe/Paris @hourly", "Europe/Berlin", "keep one"},
 		{"CRON_TZ=Europe/Paris", "", "no schedule after it"},
+		{"@hourly", "Local", `"Local" is the time zone of whichever process reads it`},
+		{"@hourly", "localtime", `"localtime" is the time zone of whichever process reads it`},
+		{"CRON_TZ=Local 0 9 * * *", "", `"Local" is the time zone of whichever process reads it`},
+		{"TZ=Local 0 9 * * *", "", `"Local" is the time zone of whichever process reads it`},
+		{"CRON_TZ=Local 0 9 * * *", "Local", `"Local" is the time zone of whichever process reads it`},
+		{"CRON_TZ= 0 9 * * *", "", "names no time zone after CRON_TZ="},
+		{"TZ= @hourly", "", "names no time zone after TZ="},
+		{"@every 2562047h", "", "at most 8784h (366 days)"},
+		{"@every 8785h", "", "at most 8784h (366 days)"},
+		{"@every 9999999999h", "", "want @every <duration>"},
+		{"0 0 */2 * 1-5", "", "restricts both day-of-month and day-of-week"},
+		{"0 0 1-31 * MON", "", "restricts both day-of-month and day-of-week"},
+		{"0 0 */2 * */2", "", "restricts both day-of-month and day-of-week"},
+		{"0 0 *-5 * *", "", `"*-5"`},
+		{"0 0 * * */3-4", "", `"*/3-4"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
@@ -122,5 +145,50 @@ func TestScheduleAccessors(t *testing.T) {
 	}
 	if e.Every() != 90*time.Second || e.Cron() != "" || e.String() != "@every 1m30s" || e.TimeZone() != "UTC" {
 		t.Errorf("@every 90s: Every=%v Cron=%q String=%q TimeZone=%q", e.Every(), e.Cron(), e.String(), e.TimeZone())
+	}
+}
+
+// The zone of the process parsing a schedule must not change its refills:
+// the Temporal server, and every worker, may run in a different one.
+func TestForecastsIgnoreTheProcessZone(t *testing.T) {
+	from := time.Date(2026, 11, 26, 17, 33, 20, 0, time.UTC)
+	forecast := func() []string {
+		var out []string
+		for _, tt := range []struct{ expr, tz string }{
+			{"0 9 * * *", ""}, {"0 9 * * *", "UTC"}, {"CRON_TZ=UTC 0 9 * * *", ""},
+			{"30 8 * * MON", "Asia/Tokyo"}, {"@daily", ""}, {"@every 90m", ""},
+		} {
+			s, err := ParseSchedule(tt.expr, tt.tz)
+			if err != nil {
+				t.Fatalf("ParseSchedule(%q, %q): %v", tt.expr, tt.tz, err)
+			}
+			out = append(out, tt.expr+" "+tt.tz+" "+s.TimeZone()+" "+s.Next(from).Format(time.RFC3339))
+		}
+		return out
+	}
+	t.Setenv("TZ", "UTC")
+	saved := time.Local
+	t.Cleanup(func() { time.Local = saved })
+	time.Local = time.UTC
+	inUTC := forecast()
+
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TZ", "Asia/Tokyo")
+	time.Local = tokyo
+	if got := forecast(); strings.Join(got, "\n") != strings.Join(inUTC, "\n") {
+		t.Errorf("forecasts moved with the process zone:\n in UTC:   %q\n in Tokyo: %q", inUTC, got)
+	}
+	if got, want := inUTC[0], "0 9 * * *  UTC 2026-11-27T09:00:00Z"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	for _, tt := range []struct{ expr, tz string }{
+		{"0 9 * * *", "Local"}, {"CRON_TZ=Local 0 9 * * *", ""}, {"TZ=Local 0 9 * * *", ""}, {"0 9 * * *", "localtime"},
+	} {
+		if s, err := ParseSchedule(tt.expr, tt.tz); err == nil {
+			t.Errorf("ParseSchedule(%q, %q) accepted the process zone: next %s in %s", tt.expr, tt.tz, s.Next(from).Format(time.RFC3339), s.TimeZone())
+		}
 	}
 }

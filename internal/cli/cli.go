@@ -82,6 +82,9 @@ interceptor takes a token before each guarded activity.`,
 			if g.output != "text" && g.output != "json" {
 				return usageError{fmt.Errorf("--output must be text or json, not %q", g.output)}
 			}
+			if g.conn.connectTimeout <= 0 {
+				return usageError{fmt.Errorf("--connect-timeout must be positive, got %v", g.conn.connectTimeout)}
+			}
 			return nil
 		},
 	}

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -95,10 +96,22 @@ func TestComposeCatchesMistakes(t *testing.T) {
 		{"docker-compose.yml", `image: postgres:17`, `image: postgres`, `"postgres"`},
 		{"docker-compose.yml", `image: temporalio/server:1.32.1`, `image: temporalio/auto-setup:1.29.1`, "temporalio/auto-setup"},
 		{"docker-compose.yml", `image: temporalio/server:1.32.1`, `image: temporalio/server:1.31.0`, "same version"},
-		{"docker-compose.yml", `- "8080:8080"`, `- "8088:8080"`, "publish port 8080"},
-		{"docker-compose.yml", `- "7233:7233"`, `- "7234:7233"`, "publish port 7233"},
+		{"docker-compose.yml", `- "127.0.0.1:8080:8080"`, `- "127.0.0.1:8088:8080"`, "publish port 8080"},
+		{"docker-compose.yml", `- "127.0.0.1:7233:7233"`, `- "127.0.0.1:7234:7233"`, "publish port 7233"},
+		{"docker-compose.yml", `- "127.0.0.1:7233:7233"`, `- "7233:7233"`, `services.temporal.ports: 7233:7233 is published on every interface`},
+		{"docker-compose.yml", `- "127.0.0.1:8080:8080"`, `- "0.0.0.0:8080:8080"`, `services.temporal-ui.ports: 0.0.0.0:8080:8080 is published on every interface`},
+		{"docker-compose.yml", `- "127.0.0.1:8080:8080"`, `- "[::]:8080:8080"`, `is published on every interface (host IP "::")`},
+		{"docker-compose.yml", `- "127.0.0.1:8080:8080"`, "- {target: 8080, published: 8080}", `is published on every interface (host IP "")`},
+		{"docker-compose.yml", "      retries: 30\n      start_period: 10s\n    restart: unless-stopped", "      retries: 30\n      start_period: 10s\n    ports: [\"5432:5432\"]\n    restart: unless-stopped", `services.postgresql.ports: 5432:5432 is published on every interface`},
 		{"docker-compose.yml", `BIND_ON_IP: 0.0.0.0`, `BIND_ON_IP: 127.0.0.1`, "0.0.0.0"},
-		{"docker-compose.yml", `POSTGRES_PWD: ${TEMPORAL_DB_PASSWORD:-temporal}`, `POSTGRES_PWD: secret`, "password"},
+		{"docker-compose.yml", `POSTGRES_PWD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `POSTGRES_PWD: secret`, "user and password differ"},
+		{"docker-compose.yml", `POSTGRES_PWD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `POSTGRES_PWD: secret`, "environment.POSTGRES_PWD: a password written in the file"},
+		{"docker-compose.yml", `POSTGRES_PASSWORD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `POSTGRES_PASSWORD: ${TEMPORAL_DB_PASSWORD:-temporal}`, "environment.POSTGRES_PASSWORD: a password written in the file, or a default one"},
+		{"docker-compose.yml", `SQL_PASSWORD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `SQL_PASSWORD: ${TEMPORAL_DB_PASSWORD?set TEMPORAL_DB_PASSWORD in .env}`, "environment.SQL_PASSWORD: a password written in the file, or a default one"},
+		{"docker-compose.yml", `SQL_PASSWORD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `SQL_PASSWORD: ${TEMPORAL_DB_PASSWORD}`, "compose substitutes ${TEMPORAL_DB_PASSWORD}"},
+		{"docker-compose.yml", `SQL_PASSWORD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `SQL_PASSWORD: ${TEMPORAL_SQL_PASSWORD:?set it}`, "SQL_USER and SQL_PASSWORD differ"},
+		{"docker-compose.yml", `SQL_PASSWORD: ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}`, `SQL_PASSWORD: ${TEMPORAL_SQL_PASSWORD:?set it}`, "requires TEMPORAL_SQL_PASSWORD, which the comments at the top of the file do not explain"},
+		{"docker-compose.yml", "      POSTGRES_USER: temporal\n      POSTGRES_PASSWORD:", "      POSTGRES_USER: temporal\n      POSTGRES_INITDB_ARGS: --auth=trust\n      ADMIN_SECRET: hunter2\n      POSTGRES_PASSWORD:", "environment.ADMIN_SECRET: a password written in the file"},
 		{"docker-compose.yml", `POSTGRES_SEEDS: postgresql`, `POSTGRES_SEEDS: postgres`, `"postgres:5432"`},
 		{"docker-compose.yml", `--db temporal_visibility update-schema`, `--db temporal_visiblity update-schema`, "temporal_visibility"},
 		{"docker-compose.yml", "tries=$$((tries + 1))\n          [ \"$$tries\" -lt 60 ]", "tries=$((tries + 1))\n          [ \"$$tries\" -lt 60 ]", "write $$"},
@@ -143,6 +156,8 @@ func TestComposeCatchesMistakes(t *testing.T) {
 type stack struct {
 	root     string
 	doc      composeDoc
+	header   string            // the comments the file starts with
+	required map[string]string // variables the file requires (${VAR:?message}) → where first
 	problems []string
 }
 
@@ -163,12 +178,13 @@ func (s *stack) errorf(format string, args ...any) {
 // checkStack returns what is wrong with a compose file and Dockerfile whose
 // build context (and .dockerignore) is root.
 func checkStack(composeYAML, dockerfile []byte, root string) []string {
-	s := &stack{root: root}
+	s := &stack{root: root, header: leadingComments(string(composeYAML)), required: map[string]string{}}
 	var node yaml.Node
 	if err := yaml.Unmarshal(composeYAML, &node); err != nil {
 		return []string{"docker-compose.yml: " + err.Error()}
 	}
 	s.walk(&node, nil)
+	s.checkRequired()
 	if err := node.Decode(&s.doc); err != nil {
 		return append(s.problems, "docker-compose.yml: "+err.Error())
 	}
@@ -249,12 +265,19 @@ func (s *stack) walk(n *yaml.Node, path []string) {
 			s.walk(c, append(path[:len(path):len(path)], strconv.Itoa(i)))
 		}
 	case yaml.ScalarNode:
-		v, unset := interpolate(n.Value)
+		where := strings.Join(path, ".")
+		s.checkSecret(path, n.Value)
+		v, unset, required := interpolate(n.Value)
 		for _, u := range unset {
 			if u == "$" {
-				s.errorf("docker-compose.yml: %s: compose rejects a lone $: write $$ for a literal $", strings.Join(path, "."))
+				s.errorf("docker-compose.yml: %s: compose rejects a lone $: write $$ for a literal $", where)
 			} else {
-				s.errorf("docker-compose.yml: %s: compose substitutes %s from the environment (empty when unset): write $$ for a literal $, or ${VAR:-default}", strings.Join(path, "."), u)
+				s.errorf("docker-compose.yml: %s: compose substitutes %s from the environment (empty when unset): write $$ for a literal $, ${VAR:-default}, or ${VAR:?message} for a value the user must set", where, u)
+			}
+		}
+		for _, name := range required {
+			if _, seen := s.required[name]; !seen {
+				s.required[name] = where
 			}
 		}
 		n.Value = v
@@ -264,14 +287,16 @@ func (s *stack) walk(n *yaml.Node, path []string) {
 var (
 	variable     = regexp.MustCompile(`\$(?:\$|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*)|)`)
 	withFallback = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(:?-|:?\+)(.*)$`)
+	// ${VAR:?message} (unset or empty) and ${VAR?message} (unset): compose refuses to start.
+	requiredVar = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)(:?\?)(.*)$`)
 )
 
 // interpolate does compose's variable substitution with every variable unset,
-// returning the result and the references that would come out empty (a lone
-// "$", which compose rejects, among them).
-func interpolate(v string) (string, []string) {
-	var unset []string
-	out := variable.ReplaceAllStringFunc(v, func(ref string) string {
+// returning the result, the references that would come out empty (a lone
+// "$", which compose rejects, among them), and the variables compose refuses
+// to start without. Those the user sets: each becomes requiredValue(name).
+func interpolate(v string) (out string, unset, required []string) {
+	out = variable.ReplaceAllStringFunc(v, func(ref string) string {
 		if ref == "$$" {
 			return "$"
 		}
@@ -282,11 +307,68 @@ func interpolate(v string) (string, []string) {
 				}
 				return "" // ${VAR:+alternative}: VAR is unset
 			}
+			if r := requiredVar.FindStringSubmatch(m[1]); r != nil {
+				required = append(required, r[1])
+				return requiredValue(r[1])
+			}
 		}
 		unset = append(unset, ref)
 		return ""
 	})
-	return out, unset
+	return out, unset, required
+}
+
+// requiredValue stands for the value a user gives a required variable.
+func requiredValue(name string) string { return "value-of-" + name }
+
+// secretKey matches environment variables holding a password or secret.
+var secretKey = regexp.MustCompile(`(?i)(passw|pwd|secret)`)
+
+// mustSet matches a value compose takes from a variable it refuses to start
+// without, empty or unset: ${VAR:?message}.
+var mustSet = regexp.MustCompile(`^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}$`)
+
+// checkSecret refuses a password with a value written in the file, or a
+// default one: whoever runs the stack as it is would ship it.
+func (s *stack) checkSecret(path []string, raw string) {
+	if len(path) != 4 || path[0] != "services" || path[2] != "environment" {
+		return
+	}
+	key, value := path[3], raw
+	if _, err := strconv.Atoi(key); err == nil { // the list form, KEY=value
+		key, value, _ = strings.Cut(raw, "=")
+	}
+	if secretKey.MatchString(key) && !mustSet.MatchString(value) {
+		s.errorf("docker-compose.yml: services.%s.environment.%s: a password written in the file, or a default one, ships with every copy of it: take it from a variable the user must set, ${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD in .env}", path[1], key)
+	}
+}
+
+// checkRequired checks that the file's header tells the user about every
+// variable compose refuses to start without, and that .env, where they go,
+// stays out of the image's build context.
+func (s *stack) checkRequired() {
+	names := make([]string, 0, len(s.required))
+	for name := range s.required {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !strings.Contains(s.header, name) {
+			s.errorf("docker-compose.yml: %s requires %s, which the comments at the top of the file do not explain how to set", s.required[name], name)
+		}
+	}
+}
+
+// leadingComments returns the comment lines a file starts with.
+func leadingComments(text string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, "#") {
+			break
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
 }
 
 type composeDoc struct {
@@ -377,22 +459,35 @@ func (e *environment) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-type port struct{ published, target string }
+// port is a published port: [host_ip:][published:]target[/protocol], or the long form.
+type port struct{ hostIP, published, target, text string }
 
 func (p *port) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.MappingNode {
 		f := fields(n)
-		p.published, p.target = f["published"], f["target"]
+		p.hostIP, p.published, p.target = f["host_ip"], f["published"], f["target"]
+		p.text = fmt.Sprintf("{host_ip: %q, published: %q, target: %q}", p.hostIP, p.published, p.target)
 		return nil
 	}
+	p.text = n.Value
 	spec, _, _ := strings.Cut(n.Value, "/") // drop /tcp
 	i := strings.LastIndex(spec, ":")
 	p.target = spec[i+1:]
 	if i >= 0 {
 		host := spec[:i]
-		p.published = host[strings.LastIndex(host, ":")+1:]
+		j := strings.LastIndex(host, ":")
+		p.published = host[j+1:]
+		if j >= 0 {
+			p.hostIP = strings.Trim(host[:j], "[]")
+		}
 	}
 	return nil
+}
+
+// loopback reports whether a port is published on the loopback interface only.
+func (p port) loopback() bool {
+	ip := net.ParseIP(p.hostIP)
+	return ip != nil && ip.IsLoopback()
 }
 
 type volume struct {
@@ -492,7 +587,16 @@ func (s *stack) checkPorts() {
 			found = found || (p.target == want.port && p.published == want.port)
 		}
 		if !found {
-			s.errorf("services.%s.ports: want it to publish port %s (\"%s:%s\")", want.service, want.port, want.port, want.port)
+			s.errorf("services.%s.ports: want it to publish port %s (\"127.0.0.1:%s:%s\")", want.service, want.port, want.port, want.port)
+		}
+	}
+	// Temporal here has no authorizer and the UI no login: what is published
+	// must be reachable from this machine only.
+	for _, name := range s.services() {
+		for _, p := range s.doc.Services[name].Ports {
+			if !p.loopback() {
+				s.errorf("services.%s.ports: %s is published on every interface (host IP %q): bind it to 127.0.0.1, as in \"127.0.0.1:%s:%s\", and put TLS and authentication in front to expose it", name, p.text, p.hostIP, cmp.Or(p.published, p.target), p.target)
+			}
 		}
 	}
 }
@@ -985,7 +1089,7 @@ func (s *stack) checkDockerignore() {
 		}
 		return out
 	}
-	for _, p := range []string{".git/config", ".tb/state", "tb"} {
+	for _, p := range []string{".git/config", ".tb/state", "tb", ".env"} {
 		if !ignored(p) {
 			s.errorf(".dockerignore: want %s left out of the build context", p)
 		}

@@ -42,7 +42,7 @@ func (c *connFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.tlsServerName, "tls-server-name", "", "server name to verify (env TEMPORAL_TLS_SERVER_NAME)")
 	fs.BoolVar(&c.tlsDisableHostVerification, "tls-disable-host-verification", false, "skip verifying the server's host name")
 	fs.StringVar(&c.profile, "profile", "", "profile in the Temporal config file (env TEMPORAL_PROFILE)")
-	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "give up connecting to Temporal after this long")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "give up connecting to Temporal after this long (> 0)")
 	fs.StringVar(&c.configFile, "config-file", "", "Temporal config file (env TEMPORAL_CONFIG_FILE; default the temporal CLI's)")
 }
 
@@ -101,6 +101,9 @@ func (c *connFlags) clientOptions(fs *pflag.FlagSet, env envconfig.EnvLookup) (c
 // dial connects to Temporal, failing within timeout when it cannot be reached.
 func dial(ctx context.Context, opts client.Options, timeout time.Duration, logger *slog.Logger) (client.Client, error) {
 	opts.Logger = log.NewStructuredLogger(logger)
+	// DialContext's first call, GetSystemInfo, sets its own deadline (5s unless
+	// told otherwise), shorter than a longer timeout of ours.
+	opts.ConnectionOptions.GetSystemInfoTimeout = timeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := client.DialContext(ctx, opts)

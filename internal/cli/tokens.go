@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tokenbucket/tb/workflows"
 )
@@ -35,7 +38,7 @@ func newTokensCommand(g *globals) *cobra.Command {
 		Args:    cobra.ArbitraryArgs,
 		RunE:    t.run,
 	}
-	cmd.Flags().BoolVarP(&t.watch, "watch", "w", false, "refresh until interrupted")
+	cmd.Flags().BoolVarP(&t.watch, "watch", "w", false, "refresh until interrupted; exit non-zero if the last refresh could not read every bucket")
 	cmd.Flags().DurationVar(&t.interval, "interval", time.Second, "refresh interval with --watch")
 	return cmd
 }
@@ -67,29 +70,38 @@ func (t *tokensCommand) run(cmd *cobra.Command, names []string) error {
 		if err := t.print(rows, time.Now()); err != nil {
 			return err
 		}
-		for _, r := range rows {
-			if r.Error != "" {
-				return fmt.Errorf("%d of %d buckets could not be read", countErrors(rows), len(rows))
-			}
-		}
-		return nil
+		return unread(rows)
 	}
+	// The exit status is the last refresh's, as if tb tokens had run once then.
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
+	var last []bucketStatus
 	for {
 		rows := queryAll(ctx, c, names)
+		if ctx.Err() != nil {
+			return unread(last) // interrupted mid-refresh: its rows are the interruption's
+		}
 		if isTerminal(t.g.io.Out) {
 			fmt.Fprint(t.g.io.Out, "\x1b[H\x1b[2J")
 		}
 		if err := t.print(rows, time.Now()); err != nil {
 			return err
 		}
+		last = rows
 		select {
 		case <-ctx.Done():
-			return nil
+			return unread(last)
 		case <-tick.C:
 		}
 	}
+}
+
+// unread reports how many rows hold no state.
+func unread(rows []bucketStatus) error {
+	if n := countErrors(rows); n > 0 {
+		return fmt.Errorf("%d of %d buckets could not be read", n, len(rows))
+	}
+	return nil
 }
 
 // defaultNames returns the buckets of the config file, or when there is
@@ -146,27 +158,74 @@ func queryAll(ctx context.Context, c client.Client, names []string) []bucketStat
 	return rows
 }
 
+// queryBucket reads a bucket's state from its running workflow. A closed
+// workflow is not queried (Temporal would answer from its last state, as if it
+// still ran): the row says when and how it closed.
 func queryBucket(ctx context.Context, c client.Client, name string) bucketStatus {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	row := bucketStatus{Bucket: name}
-	v, err := c.QueryWorkflow(ctx, workflows.BucketID(name), "", workflows.StateQuery)
-	var st workflows.Status
-	if err == nil {
-		err = v.Get(&st)
+	// A run that has just continued as new has a successor: ask again.
+	for range 3 {
+		resp, err := c.QueryWorkflowWithOptions(ctx, &client.QueryWorkflowWithOptionsRequest{
+			WorkflowID:           workflows.BucketID(name),
+			QueryType:            workflows.StateQuery,
+			QueryRejectCondition: enumspb.QUERY_REJECT_CONDITION_NOT_OPEN,
+		})
+		if err != nil {
+			row.Error = describeQueryError(err)
+			return row
+		}
+		if rejected := resp.QueryRejected; rejected != nil {
+			if rejected.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW {
+				continue
+			}
+			row.Error = closed(ctx, c, name, rejected.GetStatus())
+			return row
+		}
+		var st workflows.Status
+		if err := resp.QueryResult.Get(&st); err != nil {
+			row.Error = describeQueryError(err)
+			return row
+		}
+		row.State = &st
+		return row
 	}
+	row.Error = "not running: it continued as new three times while tb asked; try again"
+	return row
+}
+
+// closed describes a bucket whose workflow has closed with the given status.
+func closed(ctx context.Context, c client.Client, name string, how enumspb.WorkflowExecutionStatus) string {
+	// WORKFLOW_EXECUTION_STATUS_TIMED_OUT → "timed out"
+	ended := strings.TrimPrefix(enumspb.WorkflowExecutionStatus_name[int32(how)], "WORKFLOW_EXECUTION_STATUS_")
+	ended = strings.ReplaceAll(strings.ToLower(ended), "_", " ")
+	at := ""
+	if desc, err := c.DescribeWorkflowExecution(ctx, workflows.BucketID(name), ""); err == nil {
+		if t := desc.GetWorkflowExecutionInfo().GetCloseTime(); t != nil {
+			at = " at " + t.AsTime().UTC().Format(time.RFC3339)
+		}
+	}
+	if how == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		// A bucket workflow completes only when tb sync-schedules --retire ends it.
+		return "not running: retired (completed" + at + ")"
+	}
+	return "not running: " + ended + at + " (run tb sync-schedules)"
+}
+
+// describeQueryError says what a failed query means for the bucket. A query
+// nobody answers ends in a deadline: the context's, or one reported by gRPC
+// or the server, which errors.Is(context.DeadlineExceeded) does not match.
+func describeQueryError(err error) string {
 	var notFound *serviceerror.NotFound
+	var deadline *serviceerror.DeadlineExceeded
 	switch {
 	case errors.As(err, &notFound):
-		row.Error = "not running (run tb sync-schedules)"
-	case errors.Is(err, context.DeadlineExceeded):
-		row.Error = "no answer: is a tb worker running?"
-	case err != nil:
-		row.Error = err.Error()
-	default:
-		row.State = &st
+		return "not running (run tb sync-schedules)"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &deadline), status.Code(err) == codes.DeadlineExceeded:
+		return "no answer: is a tb worker running?"
 	}
-	return row
+	return err.Error()
 }
 
 func countErrors(rows []bucketStatus) int {
@@ -191,7 +250,9 @@ func printTokens(w io.Writer, rows []bucketStatus, now time.Time) error {
 	fmt.Fprintln(tw, "BUCKET\tTOKENS\tAMOUNT\tSCHEDULE\tNEXT REFILL\tLAST REFILL\tGRANTED\tDENIED")
 	for _, r := range rows {
 		if r.State == nil {
-			fmt.Fprintf(tw, "%s\t%s\n", r.Bucket, r.Error)
+			// Every column, so that the rows below keep the header's columns;
+			// the reason goes last, where its width moves nothing.
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s\n", r.Bucket, r.Error)
 			continue
 		}
 		st := r.State
