@@ -45,6 +45,12 @@ func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer c.Close()
+	// Memos and Schedule arguments are read with the converter the client writes with.
+	copts, err := s.g.clientOptions()
+	if err != nil {
+		return err
+	}
+	s.opts.DataConverter = copts.DataConverter
 	changes, syncErr := schedules.Sync(cmd.Context(), c, cfg, s.opts)
 	if err := s.print(changes); err != nil {
 		return err

@@ -42,6 +42,10 @@ type Options struct {
 	Retire bool
 	// Concurrency bounds the buckets synced at once. Default 8.
 	Concurrency int
+	// DataConverter reads the memos, Schedule arguments and workflow inputs tb
+	// wrote: give the one the client uses (with its codec, if any). Default
+	// converter.GetDefaultDataConverter().
+	DataConverter converter.DataConverter
 }
 
 // An Action is what Sync did, or in a dry run would do, to a Schedule or a bucket workflow.
@@ -79,6 +83,9 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 8
+	}
+	if opts.DataConverter == nil {
+		opts.DataConverter = converter.GetDefaultDataConverter()
 	}
 	s := &syncer{c: c, opts: opts}
 
@@ -207,7 +214,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 		return "", "", err
 	case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
 		var current bucket.Spec
-		if err := decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
+		if err := s.decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
 			return "", "", err
 		}
 		if sameSpec(current, spec) {
@@ -290,10 +297,10 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 	if err != nil {
 		return "", "", err
 	}
-	if !owned(desc.Memo) {
+	if !s.owned(desc.Memo) {
 		return "", "", fmt.Errorf("Schedule %s exists but was not created by tb; leaving it alone", workflows.ScheduleID(spec.Name))
 	}
-	current, queue, err := scheduledSpec(desc.Schedule.Action)
+	current, queue, err := s.scheduledSpec(desc.Schedule.Action)
 	if err != nil {
 		return "", "", err
 	}
@@ -335,7 +342,7 @@ func (s *syncer) removed(ctx context.Context, want map[string]bool) ([]string, e
 			return nil, err
 		}
 		name, ok := strings.CutPrefix(e.ID, workflows.ScheduleIDPrefix)
-		if ok && !want[name] && owned(e.Memo) {
+		if ok && !want[name] && s.owned(e.Memo) {
 			gone = append(gone, name)
 		}
 	}
@@ -376,21 +383,25 @@ func (s *syncer) remove(ctx context.Context, name string) Change {
 	return ch
 }
 
-func owned(memo *commonpb.Memo) bool {
+// owned reports whether a Schedule's memo marks it as tb's.
+func (s *syncer) owned(memo *commonpb.Memo) bool {
 	var owner string
-	return decodeMemo(memo, workflows.OwnerMemo, &owner) == nil && owner == workflows.Owner
+	return s.decodeMemo(memo, workflows.OwnerMemo, &owner) == nil && owner == workflows.Owner
 }
 
-func decodeMemo(memo *commonpb.Memo, key string, v any) error {
+func (s *syncer) decodeMemo(memo *commonpb.Memo, key string, v any) error {
 	p, ok := memo.GetFields()[key]
 	if !ok {
 		return fmt.Errorf("memo has no %q", key)
 	}
-	return converter.GetDefaultDataConverter().FromPayload(p, v)
+	if err := s.opts.DataConverter.FromPayload(p, v); err != nil {
+		return fmt.Errorf("reading memo %q: %w", key, err)
+	}
+	return nil
 }
 
 // scheduledSpec reads the spec and task queue out of a refill Schedule's action.
-func scheduledSpec(a client.ScheduleAction) (bucket.Spec, string, error) {
+func (s *syncer) scheduledSpec(a client.ScheduleAction) (bucket.Spec, string, error) {
 	wa, ok := a.(*client.ScheduleWorkflowAction)
 	if !ok || len(wa.Args) != 1 {
 		return bucket.Spec{}, "", fmt.Errorf("the Schedule's action is not a refill workflow")
@@ -400,7 +411,7 @@ func scheduledSpec(a client.ScheduleAction) (bucket.Spec, string, error) {
 		return bucket.Spec{}, "", fmt.Errorf("the Schedule's argument is a %T", wa.Args[0])
 	}
 	var in workflows.RefillInput
-	if err := converter.GetDefaultDataConverter().FromPayload(p, &in); err != nil {
+	if err := s.opts.DataConverter.FromPayload(p, &in); err != nil {
 		return bucket.Spec{}, "", fmt.Errorf("reading the Schedule's argument: %w", err)
 	}
 	return in.Spec, wa.TaskQueue, nil
