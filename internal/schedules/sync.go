@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
@@ -206,57 +207,77 @@ func (s *syncer) taskQueue(spec bucket.Spec) string {
 // in its memo differs; reconfiguring keeps its tokens.
 func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, string, error) {
 	id := workflows.BucketID(spec.Name)
-	desc, err := s.c.DescribeWorkflowExecution(ctx, id, "")
-	var notFound *serviceerror.NotFound
-	switch {
-	case errors.As(err, &notFound):
-	case err != nil:
-		return "", "", err
-	case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
-		var current bucket.Spec
-		if err := s.decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
+	// Each pass reads the workflow afresh: after another sync started it.
+	for pass := 1; ; pass++ {
+		desc, err := s.c.DescribeWorkflowExecution(ctx, id, "")
+		var notFound *serviceerror.NotFound
+		switch {
+		case errors.As(err, &notFound):
+		case err != nil:
 			return "", "", err
+		case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+			var current bucket.Spec
+			if err := s.decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
+				return "", "", err
+			}
+			if sameSpec(current, spec) {
+				return Unchanged, "", nil
+			}
+			details := diff(current, spec)
+			if s.opts.DryRun {
+				return Updated, details, nil
+			}
+			return Updated, details, s.configure(ctx, spec, s.taskQueue(current))
 		}
-		if sameSpec(current, spec) {
-			return Unchanged, "", nil
-		}
-		details := diff(current, spec)
 		if s.opts.DryRun {
-			return Updated, details, nil
+			return Created, "", nil
 		}
-		uctx, cancel := context.WithTimeout(ctx, reconfigureTimeout)
-		defer cancel()
-		h, err := s.c.UpdateWorkflow(uctx, client.UpdateWorkflowOptions{
-			WorkflowID:   id,
-			UpdateName:   workflows.ConfigureUpdate,
-			Args:         []any{spec},
-			WaitForStage: client.WorkflowUpdateStageCompleted,
-		})
-		if err == nil {
-			err = h.Get(uctx, nil)
-		}
-		if err != nil && uctx.Err() != nil && ctx.Err() == nil {
-			// Not transient: the bucket cannot answer without a worker.
-			return Updated, details, fmt.Errorf("reconfiguring: no answer within %v: is a tb worker polling task queue %q?", reconfigureTimeout, s.taskQueue(current))
+		err = s.start(ctx, workflows.BucketInput{Spec: spec})
+		var started *serviceerror.WorkflowExecutionAlreadyStarted
+		if errors.As(err, &started) && pass < 3 {
+			continue // another sync, or a refill, started it first: compare with that
 		}
 		if err != nil {
-			return Updated, details, fmt.Errorf("reconfiguring: %w", err)
+			return Created, "", fmt.Errorf("starting: %w", err)
 		}
-		return Updated, details, nil
-	}
-	if s.opts.DryRun {
 		return Created, "", nil
 	}
-	_, err = s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                    id,
-		TaskQueue:             s.taskQueue(spec),
-		Memo:                  map[string]any{workflows.SpecMemo: spec},
-		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-	}, workflows.BucketWorkflowType, workflows.BucketInput{Spec: spec})
-	if err != nil {
-		return Created, "", fmt.Errorf("starting: %w", err)
+}
+
+// start starts a bucket workflow with in, on its task queue.
+// It fails with *serviceerror.WorkflowExecutionAlreadyStarted if one runs.
+func (s *syncer) start(ctx context.Context, in workflows.BucketInput) error {
+	_, err := s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       workflows.BucketID(in.Spec.Name),
+		TaskQueue:                                s.taskQueue(in.Spec),
+		Memo:                                     map[string]any{workflows.SpecMemo: in.Spec},
+		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, workflows.BucketWorkflowType, in)
+	return err
+}
+
+// configure gives the running bucket workflow, on task queue queue, its new spec.
+func (s *syncer) configure(ctx context.Context, spec bucket.Spec, queue string) error {
+	uctx, cancel := context.WithTimeout(ctx, reconfigureTimeout)
+	defer cancel()
+	h, err := s.c.UpdateWorkflow(uctx, client.UpdateWorkflowOptions{
+		WorkflowID:   workflows.BucketID(spec.Name),
+		UpdateName:   workflows.ConfigureUpdate,
+		Args:         []any{spec},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = h.Get(uctx, nil)
 	}
-	return Created, "", nil
+	if err != nil && uctx.Err() != nil && ctx.Err() == nil {
+		// Not transient: the bucket cannot answer without a worker.
+		return fmt.Errorf("reconfiguring: no answer within %v: is a tb worker polling task queue %q?", reconfigureTimeout, queue)
+	}
+	if err != nil {
+		return fmt.Errorf("reconfiguring: %w", err)
+	}
+	return nil
 }
 
 // ensureSchedule creates the refill Schedule, or updates it when its
@@ -274,59 +295,64 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		WorkflowExecutionTimeout: refillTimeout,
 	}
 	h := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
-	desc, err := h.Describe(ctx)
-	var notFound *serviceerror.NotFound
-	if errors.As(err, &notFound) {
-		if s.opts.DryRun {
+	for pass := 1; ; pass++ {
+		desc, err := h.Describe(ctx)
+		var notFound *serviceerror.NotFound
+		if errors.As(err, &notFound) {
+			if s.opts.DryRun {
+				return Created, "", nil
+			}
+			_, err := s.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+				ID:            workflows.ScheduleID(spec.Name),
+				Spec:          Spec(sched),
+				Action:        action,
+				Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL,
+				CatchupWindow: catchupWindow,
+				Memo:          map[string]any{workflows.OwnerMemo: workflows.Owner},
+				Note:          "Refills bucket " + spec.Name + "; managed by tb sync-schedules",
+			})
+			if errors.Is(err, temporal.ErrScheduleAlreadyRunning) && pass < 3 {
+				continue // another sync created it first: compare with that
+			}
+			if err != nil {
+				return Created, "", fmt.Errorf("creating: %w", err)
+			}
 			return Created, "", nil
 		}
-		_, err := s.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
-			ID:            workflows.ScheduleID(spec.Name),
-			Spec:          Spec(sched),
-			Action:        action,
-			Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL,
-			CatchupWindow: catchupWindow,
-			Memo:          map[string]any{workflows.OwnerMemo: workflows.Owner},
-			Note:          "Refills bucket " + spec.Name + "; managed by tb sync-schedules",
+		if err != nil {
+			return "", "", err
+		}
+		if !s.owned(desc.Memo) {
+			return "", "", fmt.Errorf("Schedule %s exists but was not created by tb; leaving it alone", workflows.ScheduleID(spec.Name))
+		}
+		current, queue, err := s.scheduledSpec(desc.Schedule.Action)
+		if err != nil {
+			return "", "", err
+		}
+		if sameSpec(current, spec) && queue == s.taskQueue(spec) {
+			return Unchanged, "", nil
+		}
+		details := diff(current, spec)
+		if queue != s.taskQueue(spec) && current.TaskQueue == spec.TaskQueue {
+			details = strings.TrimPrefix(details+fmt.Sprintf(", task queue %s → %s", queue, s.taskQueue(spec)), ", ")
+		}
+		if s.opts.DryRun {
+			return Updated, details, nil
+		}
+		err = h.Update(ctx, client.ScheduleUpdateOptions{
+			DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+				sc := in.Description.Schedule
+				newSpec := Spec(sched)
+				sc.Spec = &newSpec
+				sc.Action = action
+				return &client.ScheduleUpdate{Schedule: &sc}, nil
+			},
 		})
 		if err != nil {
-			return Created, "", fmt.Errorf("creating: %w", err)
+			return Updated, details, fmt.Errorf("updating: %w", err)
 		}
-		return Created, "", nil
-	}
-	if err != nil {
-		return "", "", err
-	}
-	if !s.owned(desc.Memo) {
-		return "", "", fmt.Errorf("Schedule %s exists but was not created by tb; leaving it alone", workflows.ScheduleID(spec.Name))
-	}
-	current, queue, err := s.scheduledSpec(desc.Schedule.Action)
-	if err != nil {
-		return "", "", err
-	}
-	if sameSpec(current, spec) && queue == s.taskQueue(spec) {
-		return Unchanged, "", nil
-	}
-	details := diff(current, spec)
-	if queue != s.taskQueue(spec) && current.TaskQueue == spec.TaskQueue {
-		details = strings.TrimPrefix(details+fmt.Sprintf(", task queue %s → %s", queue, s.taskQueue(spec)), ", ")
-	}
-	if s.opts.DryRun {
 		return Updated, details, nil
 	}
-	err = h.Update(ctx, client.ScheduleUpdateOptions{
-		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
-			sc := in.Description.Schedule
-			newSpec := Spec(sched)
-			sc.Spec = &newSpec
-			sc.Action = action
-			return &client.ScheduleUpdate{Schedule: &sc}, nil
-		},
-	})
-	if err != nil {
-		return Updated, details, fmt.Errorf("updating: %w", err)
-	}
-	return Updated, details, nil
 }
 
 // removed lists the buckets whose Schedules tb owns but which are not wanted.

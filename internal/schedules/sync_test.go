@@ -30,6 +30,60 @@ func actions(t *testing.T, changes []schedules.Change) map[string][2]schedules.A
 	return m
 }
 
+// TestConcurrentSyncs runs two syncs of the same file at once, round after
+// round, each adding buckets: both succeed, and between them each new
+// Schedule and workflow is reported created once and unchanged once.
+func TestConcurrentSyncs(t *testing.T) {
+	s := tbtest.NewServer(t)
+	other := s.NewClient()
+	var specs []bucket.Spec
+	for round := range 4 {
+		var added []string
+		for i := range 4 {
+			name := fmt.Sprintf("r%d_b%d", round, i)
+			added = append(added, name)
+			specs = append(specs, bucket.Spec{Name: name, Schedule: "@hourly", Amount: 1, Maximum: 1})
+		}
+		cfg := &bucket.Config{Buckets: specs}
+		start := make(chan struct{})
+		type result struct {
+			changes []schedules.Change
+			err     error
+		}
+		results := make(chan result, 2)
+		for _, c := range []client.Client{s.Client, other} {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				<-start
+				changes, err := schedules.Sync(ctx, c, cfg, schedules.Options{})
+				results <- result{changes, err}
+			}()
+		}
+		close(start)
+		a, b := <-results, <-results
+		if a.err != nil || b.err != nil {
+			t.Fatalf("round %d: %v; %v", round, a.err, b.err)
+		}
+		got := [2]map[string][2]schedules.Action{actions(t, a.changes), actions(t, b.changes)}
+		for _, name := range added {
+			for col, what := range []string{"Schedule", "workflow"} {
+				x, y := got[0][name][col], got[1][name][col]
+				if !(x == schedules.Created && y == schedules.Unchanged || x == schedules.Unchanged && y == schedules.Created) {
+					t.Errorf("round %d: bucket %s: %s %s and %s; want created once and unchanged once", round, name, what, x, y)
+				}
+			}
+		}
+		for _, spec := range specs[:len(specs)-len(added)] {
+			for i := range got {
+				if a := got[i][spec.Name]; a != [2]schedules.Action{schedules.Unchanged, schedules.Unchanged} {
+					t.Errorf("round %d: older bucket %s: %v", round, spec.Name, a)
+				}
+			}
+		}
+	}
+}
+
 // TestSyncWithACodec: a client and worker whose payloads are compressed. Sync
 // recognises the Schedules it made, reports a second run unchanged, and
 // reconfigures and removes buckets.
