@@ -22,8 +22,10 @@ func newSyncCommand(g *globals) *cobra.Command {
 		Short: "Make Temporal's refill Schedules and bucket workflows match buckets.yaml",
 		Long: `sync-schedules creates the refill Schedule and bucket workflow of each bucket in
 buckets.yaml, updates those that changed (a bucket keeps its tokens), and deletes
-the Schedules tb created for buckets no longer in the file. It leaves every other
-Schedule alone. Running it again reports everything unchanged. Run it at deploy time.`,
+the Schedules tb created for buckets no longer in the file (--retire also ends
+their bucket workflows). A bucket moves to the task queue its task_queue (or
+--task-queue) names. It leaves every other Schedule alone. Running it again
+reports everything unchanged. Run it at deploy time.`,
 		RunE: s.run,
 	}
 	f := cmd.Flags()

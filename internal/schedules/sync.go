@@ -34,7 +34,8 @@ const (
 
 // Options configure Sync. The zero value is ready to use.
 type Options struct {
-	// TaskQueue is where refill and bucket workflows run. Default workflows.TaskQueue.
+	// TaskQueue is where refill and bucket workflows run when their spec names
+	// no task queue. Default workflows.TaskQueue.
 	TaskQueue string
 	// DryRun computes the changes without making them.
 	DryRun bool
@@ -73,8 +74,9 @@ type Change struct {
 
 // Sync makes the namespace's refill Schedules and bucket workflows match cfg:
 // it creates what is missing, updates what changed (a bucket keeps its
-// tokens), and deletes the Schedules tb owns whose bucket left the file. It
-// leaves alone every Schedule it did not create. Running it again changes nothing.
+// tokens, and moves to the task queue its spec names), and deletes the
+// Schedules tb owns whose bucket left the file. It leaves alone every
+// Schedule it did not create. Running it again changes nothing.
 //
 // It returns one Change per bucket, sorted by name, whatever failed; the error
 // joins every failure, each naming its bucket.
@@ -138,6 +140,10 @@ type syncer struct {
 // Both steps read before they write, so a step that failed for want of time
 // (a busy server) is simply tried again; what it had done is then found done.
 func (s *syncer) apply(ctx context.Context, spec bucket.Spec) Change {
+	// The workflow and the Schedule are given the queue itself, never "": a
+	// bucket moves to the queue its spec names, so it must always name one,
+	// or a bucket whose task_queue was removed would stay where it was.
+	spec.TaskQueue = s.taskQueue(spec)
 	ch := Change{Bucket: spec.Name}
 	wf, details, err := retry(ctx, func() (Action, string, error) { return s.ensureWorkflow(ctx, spec) })
 	ch.Workflow, ch.Details = wf, details
@@ -203,8 +209,9 @@ func (s *syncer) taskQueue(spec bucket.Spec) string {
 	return s.opts.TaskQueue
 }
 
-// ensureWorkflow starts the bucket workflow, or reconfigures it when the spec
-// in its memo differs; reconfiguring keeps its tokens.
+// ensureWorkflow starts the bucket workflow, or reconfigures it when its
+// spec differs from the one in its memo, or its task queue from the one it
+// runs on; reconfiguring keeps its tokens. spec names its task queue.
 func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, string, error) {
 	id := workflows.BucketID(spec.Name)
 	// Each pass reads the workflow afresh: after another sync started it.
@@ -216,10 +223,13 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 		case err != nil:
 			return "", "", err
 		case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+			info := desc.WorkflowExecutionInfo
 			var current bucket.Spec
-			if err := s.decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
+			if err := s.decodeMemo(info.GetMemo(), workflows.SpecMemo, &current); err != nil {
 				return "", "", err
 			}
+			// Where it runs is what counts: a bucket an older tb started has "" in its memo.
+			current.TaskQueue = info.GetTaskQueue()
 			if sameSpec(current, spec) {
 				return Unchanged, "", nil
 			}
@@ -227,7 +237,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 			if s.opts.DryRun {
 				return Updated, details, nil
 			}
-			return Updated, details, s.configure(ctx, spec, s.taskQueue(current))
+			return Updated, details, s.configure(ctx, spec, current.TaskQueue)
 		}
 		if s.opts.DryRun {
 			return Created, "", nil
@@ -244,12 +254,12 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 	}
 }
 
-// start starts a bucket workflow with in, on its task queue.
+// start starts a bucket workflow with in, on the task queue its spec names.
 // It fails with *serviceerror.WorkflowExecutionAlreadyStarted if one runs.
 func (s *syncer) start(ctx context.Context, in workflows.BucketInput) error {
 	_, err := s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       workflows.BucketID(in.Spec.Name),
-		TaskQueue:                                s.taskQueue(in.Spec),
+		TaskQueue:                                in.Spec.TaskQueue,
 		Memo:                                     map[string]any{workflows.SpecMemo: in.Spec},
 		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
@@ -281,7 +291,7 @@ func (s *syncer) configure(ctx context.Context, spec bucket.Spec, queue string) 
 }
 
 // ensureSchedule creates the refill Schedule, or updates it when its
-// arguments (which carry the spec) or task queue differ.
+// arguments (which carry the spec) or task queue differ. spec names its task queue.
 func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, string, error) {
 	sched, err := spec.ParseSchedule()
 	if err != nil {
@@ -291,7 +301,7 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		ID:                       workflows.ScheduleID(spec.Name),
 		Workflow:                 workflows.RefillWorkflowType,
 		Args:                     []any{workflows.RefillInput{Spec: spec}},
-		TaskQueue:                s.taskQueue(spec),
+		TaskQueue:                spec.TaskQueue,
 		WorkflowExecutionTimeout: refillTimeout,
 	}
 	h := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
@@ -329,13 +339,12 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		if err != nil {
 			return "", "", err
 		}
-		if sameSpec(current, spec) && queue == s.taskQueue(spec) {
+		// Where it starts refills is what counts: an older tb put "" in the arguments.
+		current.TaskQueue = queue
+		if sameSpec(current, spec) {
 			return Unchanged, "", nil
 		}
 		details := diff(current, spec)
-		if queue != s.taskQueue(spec) && current.TaskQueue == spec.TaskQueue {
-			details = strings.TrimPrefix(details+fmt.Sprintf(", task queue %s → %s", queue, s.taskQueue(spec)), ", ")
-		}
 		if s.opts.DryRun {
 			return Updated, details, nil
 		}
@@ -463,6 +472,6 @@ func diff(a, b bucket.Spec) string {
 	add("amount", a.Amount, b.Amount)
 	add("maximum", a.Maximum, b.Maximum)
 	add("initial", a.InitialTokens(), b.InitialTokens())
-	add("task_queue", a.TaskQueue, b.TaskQueue)
+	add("task queue", a.TaskQueue, b.TaskQueue)
 	return strings.Join(parts, ", ")
 }
