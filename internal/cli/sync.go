@@ -54,6 +54,11 @@ func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
 	}
 	s.opts.DataConverter = copts.DataConverter
 	changes, syncErr := schedules.Sync(cmd.Context(), c, cfg, s.opts)
+	for _, ch := range changes {
+		for _, w := range ch.Warnings {
+			fmt.Fprintf(s.g.io.Err, "tb: warning: bucket %q: %s\n", ch.Bucket, w)
+		}
+	}
 	if err := s.print(changes); err != nil {
 		return err
 	}

@@ -3,13 +3,19 @@ package cli_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/server/common/dynamicconfig"
+	"go.temporal.io/server/temporal"
+	"go.temporal.io/server/temporaltest"
 
 	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/interceptor"
@@ -35,6 +41,17 @@ func queueWorker(t *testing.T, s *tbtest.Server, queue string) (stop func()) {
 	stop = func() { once.Do(w.Stop) }
 	t.Cleanup(stop)
 	return stop
+}
+
+// bucketRun returns the task queue and run ID of a bucket's current run.
+func bucketRun(t *testing.T, s *tbtest.Server, name string) (queue, runID string) {
+	t.Helper()
+	desc, err := s.Client.DescribeWorkflowExecution(context.Background(), workflows.BucketID(name), "")
+	if err != nil {
+		t.Fatalf("bucket %s: %v", name, err)
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	return info.GetTaskQueue(), info.GetExecution().GetRunId()
 }
 
 // scheduleQueue returns the task queue a bucket's refill Schedule starts its refills on.
@@ -152,5 +169,126 @@ func TestSyncTaskQueueEdits(t *testing.T) {
 	rows := table(tokens.out)
 	if tokens.code != 0 || rows["api"][1] != "6/10" || rows["old"][1] != "5/5" {
 		t.Errorf("tokens after the other workers stopped: %+v", tokens)
+	}
+}
+
+// TestSyncRevertsATypoQueue checks that a bucket sent to a task queue nobody
+// polls comes back, with its tokens, when buckets.yaml is fixed.
+func TestSyncRevertsATypoQueue(t *testing.T) {
+	s := tbtest.NewServer(t)
+	tbRun, write, _ := against(t, s)
+	fresh := "  - name: fresh\n    schedule: \"@hourly\"\n    amount: 3\n    maximum: 3\n"
+
+	write(oneBucket(""))
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Fatal(r)
+	}
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := acq.Acquire(context.Background(), "api", "take-3", 3); err != nil || !d.Granted {
+		t.Fatalf("acquire: %+v %v", d, err)
+	}
+
+	// The typo: api moves to a queue nobody polls, and fresh is created there.
+	write(oneBucket("    task_queue: tbb\n") + fresh + "    task_queue: tbb\n")
+	typo := tbRun("sync-schedules")
+	if typo.code != 0 {
+		t.Fatalf("sync to the typo queue: %+v", typo)
+	}
+	for _, name := range []string{"api", "fresh"} {
+		if want := fmt.Sprintf("tb: warning: bucket %q: no worker polls task queue \"tbb\"", name); !strings.Contains(typo.err, want) {
+			t.Errorf("stderr %q, want %q", typo.err, want)
+		}
+	}
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		q, _ := bucketRun(t, s, "api")
+		return q == "tbb", "api is on task queue " + q
+	})
+
+	// The fix: both come back to tb, api with its 7 tokens, fresh with its initial 3.
+	write(oneBucket("") + fresh)
+	fix := tbRun("sync-schedules")
+	rows := table(fix.out)
+	if fix.code != 0 || rows["api"][2] != "updated" || !strings.HasPrefix(rows["api"][3], "task queue tbb → tb") ||
+		rows["fresh"][2] != "updated" || rows["api"][1] != "updated" {
+		t.Fatalf("reverting the typo: %+v", fix)
+	}
+	if st := waitOnQueue(t, s, "api", workflows.TaskQueue); st.Tokens != 7 || st.Granted != 3 {
+		t.Errorf("api after the revert: %d tokens, %d granted; want 7 and 3", st.Tokens, st.Granted)
+	}
+	if st := waitOnQueue(t, s, "fresh", workflows.TaskQueue); st.Tokens != 3 {
+		t.Errorf("fresh after the revert: %d tokens, want 3", st.Tokens)
+	}
+	if q := scheduleQueue(t, s, "api"); q != workflows.TaskQueue {
+		t.Errorf("api's Schedule refills on %q", q)
+	}
+	tokens := tbRun("tokens")
+	if tokens.code != 0 || table(tokens.out)["api"][1] != "7/10" {
+		t.Errorf("tokens after the revert: %+v", tokens)
+	}
+	again := tbRun("sync-schedules")
+	if rows := table(again.out); again.code != 0 || rows["api"][2] != "unchanged" || rows["fresh"][2] != "unchanged" || again.err != "" {
+		t.Errorf("syncing again: %+v", again)
+	}
+}
+
+// TestSyncWillNotRollBackABucketThatRan checks that a bucket whose queue lost
+// its worker after the bucket had served there is not restarted from an older
+// state: sync fails, naming the bucket and the queue that needs a worker, and
+// moves it once a worker is back.
+func TestSyncWillNotRollBackABucketThatRan(t *testing.T) {
+	// Short polls and a short poller memory, so the server soon forgets a stopped worker.
+	ts := temporaltest.NewServer(temporaltest.WithT(t),
+		temporaltest.WithBaseClientOptions(client.Options{Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))}),
+		temporaltest.WithBaseServerOptions(temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
+			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): []dynamicconfig.ConstrainedValue{{Value: true}},
+			dynamicconfig.MatchingLongPollExpirationInterval.Key():      []dynamicconfig.ConstrainedValue{{Value: time.Second}},
+			dynamicconfig.PollerHistoryTTL.Key():                        []dynamicconfig.ConstrainedValue{{Value: 3 * time.Second}},
+		})))
+	ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r) })
+	s := &tbtest.Server{TestServer: ts, Client: ts.GetDefaultClient()}
+	tbRun, write, _ := against(t, s)
+
+	stop := queueWorker(t, s, "limits_c")
+	write(oneBucket("    task_queue: limits_c\n"))
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Fatal(r)
+	}
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := acq.Acquire(context.Background(), "api", "take-2", 2); err != nil || !d.Granted {
+		t.Fatalf("acquire: %+v %v", d, err)
+	}
+	_, before := bucketRun(t, s, "api")
+	stop()
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		r, err := s.Client.DescribeTaskQueue(context.Background(), "limits_c", enumspb.TASK_QUEUE_TYPE_WORKFLOW)
+		return err == nil && len(r.GetPollers()) == 0, fmt.Sprintf("pollers of limits_c: %v %v", r.GetPollers(), err)
+	})
+
+	write(oneBucket(""))
+	began := time.Now()
+	r := tbRun("sync-schedules")
+	if r.code != 1 || !strings.Contains(r.err, `bucket "api"`) || !strings.Contains(r.err, `task queue "limits_c"`) {
+		t.Errorf("moving a bucket whose worker is gone: %+v", r)
+	}
+	if d := time.Since(began); d > 10*time.Second {
+		t.Errorf("failing took %v", d)
+	}
+	if q, run := bucketRun(t, s, "api"); q != "limits_c" || run != before {
+		t.Errorf("api is run %s on %q, want its run %s left on limits_c", run, q, before)
+	}
+
+	queueWorker(t, s, "limits_c")
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		r := tbRun("sync-schedules")
+		return r.code == 0, fmt.Sprintf("sync with a worker back on limits_c: %+v", r)
+	})
+	if st := waitOnQueue(t, s, "api", workflows.TaskQueue); st.Tokens != 8 {
+		t.Errorf("api on tb: %d tokens, want 8", st.Tokens)
 	}
 }

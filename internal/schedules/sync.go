@@ -69,7 +69,9 @@ type Change struct {
 	Workflow Action `json:"workflow,omitempty"`
 	// Details says what differs, e.g. "amount 5 → 10".
 	Details string `json:"details,omitempty"`
-	Err     error  `json:"-"`
+	// Warnings are problems that did not stop the sync, e.g. a task queue no worker polls.
+	Warnings []string `json:"warnings,omitempty"`
+	Err      error    `json:"-"`
 }
 
 // Sync makes the namespace's refill Schedules and bucket workflows match cfg:
@@ -90,7 +92,7 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 	if opts.DataConverter == nil {
 		opts.DataConverter = converter.GetDefaultDataConverter()
 	}
-	s := &syncer{c: c, opts: opts}
+	s := &syncer{c: c, opts: opts, unpolledQueues: map[string]bool{}}
 
 	want := map[string]bool{}
 	jobs := make([]func() Change, 0, len(cfg.Buckets))
@@ -133,6 +135,9 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 type syncer struct {
 	c    client.Client
 	opts Options
+
+	mu             sync.Mutex
+	unpolledQueues map[string]bool // task queue → whether the server says no worker polls it
 }
 
 // apply brings one bucket's workflow and Schedule in line with spec.
@@ -145,6 +150,9 @@ func (s *syncer) apply(ctx context.Context, spec bucket.Spec) Change {
 	// or a bucket whose task_queue was removed would stay where it was.
 	spec.TaskQueue = s.taskQueue(spec)
 	ch := Change{Bucket: spec.Name}
+	if s.unpolled(ctx, spec.TaskQueue) {
+		ch.Warnings = append(ch.Warnings, fmt.Sprintf("no worker polls task queue %q: the bucket will not answer until a tb worker runs there", spec.TaskQueue))
+	}
 	wf, details, err := retry(ctx, func() (Action, string, error) { return s.ensureWorkflow(ctx, spec) })
 	ch.Workflow, ch.Details = wf, details
 	if err != nil {
@@ -214,28 +222,62 @@ func (s *syncer) taskQueue(spec bucket.Spec) string {
 // runs on; reconfiguring keeps its tokens. spec names its task queue.
 func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, string, error) {
 	id := workflows.BucketID(spec.Name)
-	// Each pass reads the workflow afresh: after another sync started it.
+	var (
+		restarted bool   // a stranded run was restarted on spec's task queue
+		details   string // what differed when first read
+	)
+	// Each pass reads the workflow afresh: after another sync started it, or
+	// after a stranded run was restarted.
 	for pass := 1; ; pass++ {
 		desc, err := s.c.DescribeWorkflowExecution(ctx, id, "")
 		var notFound *serviceerror.NotFound
 		switch {
 		case errors.As(err, &notFound):
 		case err != nil:
-			return "", "", err
+			return "", details, err
+		case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED && !restarted && !s.opts.DryRun:
+			// A sync that ended a stranded run and failed before starting its
+			// successor: start it now, from that run's input, not afresh.
+			info := desc.WorkflowExecutionInfo
+			ok, err := s.rescued(ctx, id, info.GetExecution().GetRunId())
+			if err != nil {
+				return "", details, fmt.Errorf("reading its ended run: %w", err)
+			}
+			if ok {
+				if err := s.restart(ctx, spec, info.GetTaskQueue(), info.GetExecution().GetRunId()); err != nil {
+					return Updated, details, err
+				}
+				restarted = true
+				details = fmt.Sprintf("restarted on task queue %s from its run on %s, ended by an earlier sync", spec.TaskQueue, info.GetTaskQueue())
+				continue
+			}
 		case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
 			info := desc.WorkflowExecutionInfo
 			var current bucket.Spec
 			if err := s.decodeMemo(info.GetMemo(), workflows.SpecMemo, &current); err != nil {
-				return "", "", err
+				return "", details, err
 			}
 			// Where it runs is what counts: a bucket an older tb started has "" in its memo.
 			current.TaskQueue = info.GetTaskQueue()
 			if sameSpec(current, spec) {
+				if restarted {
+					return Updated, details, nil
+				}
 				return Unchanged, "", nil
 			}
-			details := diff(current, spec)
+			if details == "" {
+				details = diff(current, spec)
+			}
 			if s.opts.DryRun {
 				return Updated, details, nil
+			}
+			if current.TaskQueue != spec.TaskQueue && !restarted && s.unpolled(ctx, current.TaskQueue) {
+				if err := s.rescue(ctx, spec, info); err != nil {
+					return Updated, details, err
+				}
+				restarted = true
+				details += fmt.Sprintf(" (restarted: its run on %s, which no worker polls, had not started)", current.TaskQueue)
+				continue
 			}
 			return Updated, details, s.configure(ctx, spec, current.TaskQueue)
 		}
@@ -249,6 +291,9 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 		}
 		if err != nil {
 			return Created, "", fmt.Errorf("starting: %w", err)
+		}
+		if restarted {
+			return Updated, details, nil
 		}
 		return Created, "", nil
 	}
