@@ -292,3 +292,99 @@ func TestSyncWillNotRollBackABucketThatRan(t *testing.T) {
 		t.Errorf("api on tb: %d tokens, want 8", st.Tokens)
 	}
 }
+
+// TestSyncRetireIsBounded checks that --retire gives up, naming the bucket and
+// its task queue, when nothing answers there, and leaves what a re-run retires.
+func TestSyncRetireIsBounded(t *testing.T) {
+	s := tbtest.NewServer(t)
+	tbRun, write, _ := against(t, s)
+	gone := "  - name: gone\n    schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n"
+
+	// gone's queue has never had a worker.
+	write(oneBucket("") + gone + "    task_queue: nobody\n")
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Fatal(r)
+	}
+	waitListed(t, s, 2)
+	write(oneBucket(""))
+	began := time.Now()
+	r := tbRun("sync-schedules", "--retire")
+	if r.code != 1 || !strings.Contains(r.err, `bucket "gone"`) || !strings.Contains(r.err, `task queue "nobody"`) {
+		t.Errorf("retiring a bucket no worker runs: %+v", r)
+	}
+	// The server knows no worker polls "nobody": no need to wait out the 30s bound.
+	if d := time.Since(began); d > 10*time.Second {
+		t.Errorf("failing took %v", d)
+	}
+	ctx := context.Background()
+	if _, err := s.Client.ScheduleClient().GetHandle(ctx, workflows.ScheduleID("gone")).Describe(ctx); err != nil {
+		t.Errorf("the failed retire deleted gone's Schedule: %v", err)
+	}
+
+	// With a worker there, running it again finishes the job.
+	queueWorker(t, s, "nobody")
+	tbtest.Eventually(t, 20*time.Second, func() (bool, string) {
+		r = tbRun("sync-schedules", "--retire")
+		row := table(r.out)["gone"]
+		return r.code == 0 && len(row) >= 3 && row[1] == "deleted" && row[2] == "retired", fmt.Sprintf("retrying: %+v", r)
+	})
+	desc, err := s.Client.DescribeWorkflowExecution(ctx, workflows.BucketID("gone"), "")
+	if err != nil || desc.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		t.Errorf("gone after --retire: %v %v", desc.GetWorkflowExecutionInfo().GetStatus(), err)
+	}
+}
+
+// TestSyncRetireGivesUpAfter30s: a worker that polled lately but is gone
+// leaves nothing to answer the retire; sync gives up after 30s.
+func TestSyncRetireGivesUpAfter30s(t *testing.T) {
+	s := tbtest.NewServer(t)
+	tbRun, write, _ := against(t, s)
+	stop := queueWorker(t, s, "limits_d")
+	write(oneBucket("") + "  - name: gone\n    schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n    task_queue: limits_d\n")
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Fatal(r)
+	}
+	waitOnQueue(t, s, "gone", "limits_d")
+	waitListed(t, s, 2)
+	stop()
+	write(oneBucket(""))
+	began := time.Now()
+	r := tbRun("sync-schedules", "--retire")
+	if r.code != 1 || !strings.Contains(r.err, `bucket "gone"`) || !strings.Contains(r.err, `task queue "limits_d"`) {
+		t.Errorf("retiring a bucket whose worker left: %+v", r)
+	}
+	if d := time.Since(began); d > 45*time.Second {
+		t.Errorf("failing took %v", d)
+	}
+}
+
+// TestSyncRetiresBucketsKeptEarlier checks that a bucket once removed without
+// --retire (its Schedule deleted, its workflow kept) is reported kept, and
+// retired by a later --retire.
+func TestSyncRetiresBucketsKeptEarlier(t *testing.T) {
+	s := tbtest.NewServer(t)
+	tbRun, write, _ := against(t, s)
+	write(twoBuckets)
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Fatal(r)
+	}
+	waitListed(t, s, 2)
+	write(twoBuckets[:strings.Index(twoBuckets, "  - name: beta")])
+	if r := tbRun("sync-schedules"); r.code != 0 || table(r.out)["beta"][2] != "kept" {
+		t.Fatalf("removing beta: %+v", r)
+	}
+	waitListed(t, s, 1)
+	kept := tbRun("sync-schedules")
+	if row := table(kept.out)["beta"]; kept.code != 0 || !sameRows(map[string][]string{"beta": row}, map[string][]string{"beta": {"beta", "-", "kept"}}) {
+		t.Errorf("sync after beta was kept: %+v", kept)
+	}
+	retire := tbRun("sync-schedules", "--retire")
+	if row := table(retire.out)["beta"]; retire.code != 0 || !sameRows(map[string][]string{"beta": row}, map[string][]string{"beta": {"beta", "-", "retired"}}) {
+		t.Errorf("--retire after beta was kept: %+v", retire)
+	}
+	ctx := context.Background()
+	desc, err := s.Client.DescribeWorkflowExecution(ctx, workflows.BucketID("beta"), "")
+	if err != nil || desc.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		t.Errorf("beta after --retire: %v %v", desc.GetWorkflowExecutionInfo().GetStatus(), err)
+	}
+}

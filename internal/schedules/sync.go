@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -102,10 +103,10 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 	}
 	gone, err := s.removed(ctx, want)
 	if err != nil {
-		return nil, fmt.Errorf("listing the Schedules tb owns: %w", err)
+		return nil, fmt.Errorf("listing the Schedules and bucket workflows tb owns: %w", err)
 	}
-	for _, name := range gone {
-		jobs = append(jobs, func() Change { return s.remove(ctx, name) })
+	for _, r := range gone {
+		jobs = append(jobs, func() Change { return s.remove(ctx, r) })
 	}
 
 	changes := make([]Change, len(jobs))
@@ -122,6 +123,10 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 	}
 	wg.Wait()
 
+	// A bucket listed as running that had ended by the time it was looked at leaves nothing to report.
+	changes = slices.DeleteFunc(changes, func(ch Change) bool {
+		return ch.Schedule == "" && ch.Workflow == "" && ch.Err == nil && len(ch.Warnings) == 0
+	})
 	sort.Slice(changes, func(i, j int) bool { return changes[i].Bucket < changes[j].Bucket })
 	var errs []error
 	for _, ch := range changes {
@@ -407,60 +412,6 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		}
 		return Updated, details, nil
 	}
-}
-
-// removed lists the buckets whose Schedules tb owns but which are not wanted.
-func (s *syncer) removed(ctx context.Context, want map[string]bool) ([]string, error) {
-	it, err := s.c.ScheduleClient().List(ctx, client.ScheduleListOptions{PageSize: 1000})
-	if err != nil {
-		return nil, err
-	}
-	var gone []string
-	for it.HasNext() {
-		e, err := it.Next()
-		if err != nil {
-			return nil, err
-		}
-		name, ok := strings.CutPrefix(e.ID, workflows.ScheduleIDPrefix)
-		if ok && !want[name] && s.owned(e.Memo) {
-			gone = append(gone, name)
-		}
-	}
-	return gone, nil
-}
-
-// remove deletes a removed bucket's Schedule, and retires its workflow when asked to.
-func (s *syncer) remove(ctx context.Context, name string) Change {
-	ch := Change{Bucket: name, Schedule: Deleted, Workflow: Kept}
-	if s.opts.Retire {
-		ch.Workflow = Retired
-	}
-	if s.opts.DryRun {
-		return ch
-	}
-	if err := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(name)).Delete(ctx); err != nil {
-		var notFound *serviceerror.NotFound
-		if !errors.As(err, &notFound) {
-			ch.Schedule, ch.Err = "", fmt.Errorf("deleting refill Schedule: %w", err)
-			return ch
-		}
-	}
-	if !s.opts.Retire {
-		return ch
-	}
-	h, err := s.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID:   workflows.BucketID(name),
-		UpdateName:   workflows.RetireUpdate,
-		WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
-	if err == nil {
-		err = h.Get(ctx, nil)
-	}
-	var notFound *serviceerror.NotFound
-	if err != nil && !errors.As(err, &notFound) {
-		ch.Workflow, ch.Err = "", fmt.Errorf("retiring bucket workflow: %w", err)
-	}
-	return ch
 }
 
 // owned reports whether a Schedule's memo marks it as tb's.
