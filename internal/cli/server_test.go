@@ -161,7 +161,7 @@ func TestSyncRetiresRemovedBuckets(t *testing.T) {
 	// Removals are found by listing Schedules, which lags creation slightly.
 	waitListed(t, s, 2)
 	write("buckets: []\n")
-	r := tbRun("sync-schedules", "--retire", "-o", "json")
+	r := tbRun("sync-schedules", "--retire", "--delete-all", "-o", "json")
 	var parsed struct {
 		Buckets []struct{ Bucket, Schedule, Workflow string }
 	}

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -31,6 +33,7 @@ reports everything unchanged. Run it at deploy time.`,
 	f := cmd.Flags()
 	f.BoolVar(&s.opts.DryRun, "dry-run", false, "show what would change, change nothing")
 	f.BoolVar(&s.opts.Retire, "retire", false, "also end the bucket workflows of buckets removed from the file")
+	f.BoolVar(&s.opts.DeleteAll, "delete-all", false, "allow a file with no buckets to delete every Schedule (with --retire, every bucket) tb owns")
 	f.StringVar(&s.opts.TaskQueue, "task-queue", workflows.TaskQueue, "task queue of the tb worker that runs bucket and refill workflows")
 	f.IntVar(&s.opts.Concurrency, "concurrency", 8, "buckets synced at once")
 	return cmd
@@ -54,6 +57,11 @@ func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
 	}
 	s.opts.DataConverter = copts.DataConverter
 	changes, syncErr := schedules.Sync(cmd.Context(), c, cfg, s.opts)
+	var empty *schedules.EmptyConfigError
+	if errors.As(syncErr, &empty) {
+		return fmt.Errorf("%s declares no buckets: syncing would remove the %d buckets tb owns (%s); run with --delete-all to do that",
+			s.g.config, len(empty.Buckets), strings.Join(empty.Buckets, ", "))
+	}
 	for _, ch := range changes {
 		for _, w := range ch.Warnings {
 			fmt.Fprintf(s.g.io.Err, "tb: warning: bucket %q: %s\n", ch.Bucket, w)

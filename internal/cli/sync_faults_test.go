@@ -388,3 +388,38 @@ func TestSyncRetiresBucketsKeptEarlier(t *testing.T) {
 		t.Errorf("beta after --retire: %v %v", desc.GetWorkflowExecutionInfo().GetStatus(), err)
 	}
 }
+
+// TestSyncRefusesToEmptyTheNamespace: a file with no buckets deletes what tb
+// owns only with --delete-all.
+func TestSyncRefusesToEmptyTheNamespace(t *testing.T) {
+	s := tbtest.NewServer(t)
+	tbRun, write, _ := against(t, s)
+	ctx := context.Background()
+	write(twoBuckets)
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Fatal(r)
+	}
+	waitListed(t, s, 2)
+	write("buckets: []\n")
+	for _, args := range [][]string{{"sync-schedules"}, {"sync-schedules", "--dry-run"}, {"sync-schedules", "--retire"}} {
+		r := tbRun(args...)
+		if r.code != 1 || !strings.Contains(r.err, "--delete-all") || !strings.Contains(r.err, "alpha, beta") {
+			t.Errorf("tb %v with no buckets: %+v", args, r)
+		}
+	}
+	for _, name := range []string{"alpha", "beta"} {
+		if _, err := s.Client.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(name)).Describe(ctx); err != nil {
+			t.Errorf("%s's Schedule after the refusals: %v", name, err)
+		}
+	}
+	r := tbRun("sync-schedules", "--delete-all")
+	want := map[string][]string{"alpha": {"alpha", "deleted", "kept"}, "beta": {"beta", "deleted", "kept"}}
+	if r.code != 0 || !sameRows(table(r.out), want) {
+		t.Errorf("--delete-all: %+v", r)
+	}
+	// Nothing left to delete (the workflows are kept): an empty file is fine.
+	waitListed(t, s, 0)
+	if r := tbRun("sync-schedules"); r.code != 0 {
+		t.Errorf("sync with no buckets and nothing to delete: %+v", r)
+	}
+}

@@ -43,12 +43,28 @@ type Options struct {
 	// Retire ends the bucket workflows of buckets no longer in the file. Without
 	// it their Schedules are deleted and the workflows keep their tokens.
 	Retire bool
+	// DeleteAll lets a config with no buckets delete every refill Schedule tb
+	// owns (and, with Retire, end every bucket workflow). Without it Sync takes
+	// such a config for a mistake and returns an *EmptyConfigError.
+	DeleteAll bool
 	// Concurrency bounds the buckets synced at once. Default 8.
 	Concurrency int
 	// DataConverter reads the memos, Schedule arguments and workflow inputs tb
 	// wrote: give the one the client uses (with its codec, if any). Default
 	// converter.GetDefaultDataConverter().
 	DataConverter converter.DataConverter
+}
+
+// EmptyConfigError is Sync's refusal of a config with no buckets, which would
+// delete everything tb owns in the namespace, when Options.DeleteAll is not set.
+type EmptyConfigError struct {
+	// Buckets lists, sorted, the buckets tb owns that the sync would remove.
+	Buckets []string
+}
+
+func (e *EmptyConfigError) Error() string {
+	return fmt.Sprintf("the config declares no buckets: syncing would remove the %d buckets tb owns (%s); set DeleteAll to do so",
+		len(e.Buckets), strings.Join(e.Buckets, ", "))
 }
 
 // An Action is what Sync did, or in a dry run would do, to a Schedule or a bucket workflow.
@@ -79,7 +95,8 @@ type Change struct {
 // it creates what is missing, updates what changed (a bucket keeps its
 // tokens, and moves to the task queue its spec names), and deletes the
 // Schedules tb owns whose bucket left the file. It leaves alone every
-// Schedule it did not create. Running it again changes nothing.
+// Schedule it did not create. Running it again changes nothing. A config
+// with no buckets removes anything only with Options.DeleteAll.
 //
 // It returns one Change per bucket, sorted by name, whatever failed; the error
 // joins every failure, each naming its bucket.
@@ -104,6 +121,17 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 	gone, err := s.removed(ctx, want)
 	if err != nil {
 		return nil, fmt.Errorf("listing the Schedules and bucket workflows tb owns: %w", err)
+	}
+	if len(cfg.Buckets) == 0 && !opts.DeleteAll {
+		var doomed []string
+		for _, r := range gone {
+			if r.schedule || opts.Retire {
+				doomed = append(doomed, r.name)
+			}
+		}
+		if len(doomed) > 0 {
+			return nil, &EmptyConfigError{Buckets: doomed}
+		}
 	}
 	for _, r := range gone {
 		jobs = append(jobs, func() Change { return s.remove(ctx, r) })
