@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -22,13 +24,16 @@ func newSyncCommand(g *globals) *cobra.Command {
 		Short: "Make Temporal's refill Schedules and bucket workflows match buckets.yaml",
 		Long: `sync-schedules creates the refill Schedule and bucket workflow of each bucket in
 buckets.yaml, updates those that changed (a bucket keeps its tokens), and deletes
-the Schedules tb created for buckets no longer in the file. It leaves every other
-Schedule alone. Running it again reports everything unchanged. Run it at deploy time.`,
+the Schedules tb created for buckets no longer in the file (--retire also ends
+their bucket workflows). A bucket moves to the task queue its task_queue (or
+--task-queue) names. It leaves every other Schedule alone. Running it again
+reports everything unchanged. Run it at deploy time.`,
 		RunE: s.run,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&s.opts.DryRun, "dry-run", false, "show what would change, change nothing")
 	f.BoolVar(&s.opts.Retire, "retire", false, "also end the bucket workflows of buckets removed from the file")
+	f.BoolVar(&s.opts.DeleteAll, "delete-all", false, "allow a file with no buckets to delete every Schedule (with --retire, every bucket) tb owns")
 	f.StringVar(&s.opts.TaskQueue, "task-queue", workflows.TaskQueue, "task queue of the tb worker that runs bucket and refill workflows")
 	f.IntVar(&s.opts.Concurrency, "concurrency", 8, "buckets synced at once")
 	return cmd
@@ -45,7 +50,23 @@ func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer c.Close()
+	// Memos and Schedule arguments are read with the converter the client writes with.
+	copts, err := s.g.clientOptions()
+	if err != nil {
+		return err
+	}
+	s.opts.DataConverter = copts.DataConverter
 	changes, syncErr := schedules.Sync(cmd.Context(), c, cfg, s.opts)
+	var empty *schedules.EmptyConfigError
+	if errors.As(syncErr, &empty) {
+		return fmt.Errorf("%s declares no buckets: syncing would remove the %d buckets tb owns (%s); run with --delete-all to do that",
+			s.g.config, len(empty.Buckets), strings.Join(empty.Buckets, ", "))
+	}
+	for _, ch := range changes {
+		for _, w := range ch.Warnings {
+			fmt.Fprintf(s.g.io.Err, "tb: warning: bucket %q: %s\n", ch.Bucket, w)
+		}
+	}
 	if err := s.print(changes); err != nil {
 		return err
 	}
