@@ -86,12 +86,12 @@ func New(spec Spec) (*Bucket, error) {
 	return Restore(spec, State{Tokens: spec.InitialTokens()})
 }
 
-// Restore returns a bucket with the given state, its tokens clamped to [0, spec.Maximum].
+// Restore returns a bucket with the given state, its tokens clamped to [0,
+// spec.Maximum]. It reads the spec as a bucket carries it: one an earlier
+// version of tb accepted keeps running (a Local zone is read as UTC), so a
+// stricter Validate never stops a running bucket. New specs must pass Validate.
 func Restore(spec Spec, st State) (*Bucket, error) {
-	if err := spec.Validate(); err != nil {
-		return nil, err
-	}
-	sched, err := spec.ParseSchedule()
+	spec, sched, err := readCarried(spec)
 	if err != nil {
 		return nil, err
 	}

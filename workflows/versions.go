@@ -5,6 +5,10 @@ package workflows
 // (no marker) replays on the old path, a run that reaches the change on a
 // new build takes the new one. Keep the old path until no run can still hold
 // a history without the marker.
+//
+// One change is not gated: a spec naming the Local zone (refused now) is read
+// as UTC. Before, it was read in the zone of whichever worker ran the task, so
+// there is no single old path to keep.
 const (
 	// changeLeaseFor: an answer that lends a lease says how long the lease's
 	// window lasts (AcquireResponse.LeaseFor), so the borrower never compares

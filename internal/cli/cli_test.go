@@ -120,6 +120,8 @@ func TestUsageErrors(t *testing.T) {
 		{"no-such-command"},
 		{"refill", "a", "--amount", "-3"},
 		{"tokens", "--interval", "0s", "--address", "127.0.0.1:1"},
+		{"sync-schedules", "--task-queue", "tb ", "--address", "127.0.0.1:1"},
+		{"worker", "--task-queue", "/_sys/tb", "--address", "127.0.0.1:1"},
 	} {
 		r := tb(t, ctx, nil, args...)
 		if r.code != cli.ExitUsage {

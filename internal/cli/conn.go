@@ -95,7 +95,9 @@ func (c *connFlags) clientOptions(fs *pflag.FlagSet, env envconfig.EnvLookup) (c
 	if prof.Namespace == "" {
 		prof.Namespace = DefaultNamespace
 	}
-	return prof.ToClientOptions(envconfig.ToClientOptionsRequest{})
+	// A profile's codec endpoint is used, as the temporal CLI uses it: tb's
+	// payloads travel through the same codec as the application's.
+	return prof.ToClientOptions(envconfig.ToClientOptionsRequest{IncludeRemoteCodec: true})
 }
 
 // dial connects to Temporal, failing within timeout when it cannot be reached.

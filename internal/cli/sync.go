@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/internal/schedules"
 	"github.com/tokenbucket/tb/workflows"
 )
@@ -40,6 +41,9 @@ reports everything unchanged. Run it at deploy time.`,
 }
 
 func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
+	if err := bucket.CheckTaskQueue(s.opts.TaskQueue); err != nil {
+		return usageError{fmt.Errorf("--task-queue %w", err)}
+	}
 	cfg, err := s.g.loadConfig()
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
 )
 
@@ -31,6 +32,9 @@ your own workers, which register the tb interceptor.`,
 }
 
 func (w *workerCommand) run(cmd *cobra.Command, _ []string) error {
+	if err := bucket.CheckTaskQueue(w.taskQueue); err != nil {
+		return usageError{fmt.Errorf("--task-queue %w", err)}
+	}
 	ctx := cmd.Context()
 	opts, err := w.g.clientOptions()
 	if err != nil {
