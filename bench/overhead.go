@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	temporalinterceptor "go.temporal.io/sdk/interceptor"
@@ -38,6 +39,11 @@ type OverheadRow struct {
 	LeaseP99ms    float64 `json:"leaseP99ms"`
 	LeaseRatioP50 float64 `json:"leaseRatioP50"`
 	LeaseRatioP99 float64 `json:"leaseRatioP99"`
+	// Slow* count, over the repetitions, the workflows whose result reached
+	// the client more than a second after the server closed them (see runWorkflows).
+	SlowOff   int `json:"slowOff"`
+	SlowOn    int `json:"slowOn"`
+	SlowLease int `json:"slowLease"`
 }
 
 const (
@@ -99,7 +105,7 @@ func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
 		}
 		queues := []string{queueOff, queueOn, queueLease}
 		for _, q := range queues { // warm up
-			if _, err := runWorkflows(ctx, e.c, q, conc, 2*conc, 0); err != nil {
+			if _, _, err := runWorkflows(ctx, e.c, q, conc, 2*conc, 0); err != nil {
 				return nil, err
 			}
 		}
@@ -111,9 +117,11 @@ func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
 			lat := map[string][]time.Duration{}
 			for k := range queues {
 				q := queues[(k+rep)%len(queues)]
-				if lat[q], err = runWorkflows(ctx, e.c, q, conc, n, pause); err != nil {
+				var slow int
+				if lat[q], slow, err = runWorkflows(ctx, e.c, q, conc, n, pause); err != nil {
 					return nil, err
 				}
+				*map[string]*int{queueOff: &row.SlowOff, queueOn: &row.SlowOn, queueLease: &row.SlowLease}[q] += slow
 				p50[q] = append(p50[q], ms(percentile(lat[q], 50)))
 				p99[q] = append(p99[q], ms(percentile(lat[q], 99)))
 			}
@@ -136,11 +144,15 @@ func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
 }
 
 // runWorkflows runs n NoopOnce workflows on queue, conc at a time, each
-// caller pausing between its workflows, and returns each one's latency.
-func runWorkflows(ctx context.Context, c client.Client, queue string, conc, n int, pause time.Duration) ([]time.Duration, error) {
+// caller pausing between its workflows, and returns each one's latency: from
+// the client's start call to the close the server recorded. The client's own
+// wait for the result is not counted: its long poll for the close event now
+// and then misses the close and returns only when the history service's long
+// poll expires (history.longPollExpirationInterval, 20 s), whatever the mode;
+// slow counts those.
+func runWorkflows(ctx context.Context, c client.Client, queue string, conc, n int, pause time.Duration) (lat []time.Duration, slow int, err error) {
 	var (
 		mu   sync.Mutex
-		lat  []time.Duration
 		next int
 		errs = make(chan error, conc)
 		wg   sync.WaitGroup
@@ -162,13 +174,21 @@ func runWorkflows(ctx context.Context, c client.Client, queue string, conc, n in
 				if err == nil {
 					err = run.Get(ctx, nil)
 				}
+				got := time.Now()
+				var desc *workflowservice.DescribeWorkflowExecutionResponse
+				if err == nil {
+					desc, err = c.DescribeWorkflowExecution(ctx, run.GetID(), run.GetRunID())
+				}
 				if err != nil {
 					errs <- err
 					return
 				}
-				d := time.Since(start)
+				closed := desc.GetWorkflowExecutionInfo().GetCloseTime().AsTime()
 				mu.Lock()
-				lat = append(lat, d)
+				lat = append(lat, closed.Sub(start))
+				if got.Sub(closed) > time.Second {
+					slow++
+				}
 				mu.Unlock()
 				time.Sleep(pause) // pacing the load, not waiting for anything
 			}
@@ -177,7 +197,7 @@ func runWorkflows(ctx context.Context, c client.Client, queue string, conc, n in
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return lat, nil
+	return lat, slow, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,4 +144,62 @@ func TestFutureTicksAreIgnored(t *testing.T) {
 	if st.LastTick.After(time.Now().Add(bucket.TickAllowance)) || time.Until(st.NextRefill) > time.Second+bucket.MaxRefillLag+bucket.LateRefillGrace {
 		t.Errorf("last tick %v, next refill %v: the future reached the forecast", st.LastTick, st.NextRefill)
 	}
+}
+
+// TestDenialsAreCountedOnce: callers on three processes hammer a small
+// bucket; once they stop, the bucket's Denied count equals the tokens the
+// callers were refused — those the validator turned away included, which
+// reach the bucket in a later batch or, when none comes, in a report.
+func TestDenialsAreCountedOnce(t *testing.T) {
+	s := tbtest.NewServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	spec := bucket.Spec{Name: "counted", Schedule: "@every 1s", Amount: 2, Maximum: 2}
+	s.Sync(t, spec)
+	var (
+		mu      sync.Mutex
+		granted int64
+		denied  int64
+		wg      sync.WaitGroup
+	)
+	stop := time.Now().Add(3 * time.Second)
+	for p := range 3 {
+		acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for c := range 10 {
+			wg.Go(func() {
+				for i := 0; time.Now().Before(stop); i++ {
+					d, err := acq.Acquire(ctx, spec.Name, fmt.Sprintf("p%d-c%d-%d", p, c, i), 1)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					if d.Granted {
+						granted++
+					} else {
+						denied++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if denied == 0 {
+		t.Fatal("no caller was denied")
+	}
+	tbtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		st, err := s.State(ctx, spec.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		if st.Denied > denied || st.Granted != granted {
+			t.Fatalf("the bucket counts %d denied and %d granted; callers saw %d and %d", st.Denied, st.Granted, denied, granted)
+		}
+		return st.Denied == denied, fmt.Sprintf("the bucket counts %d denied tokens, callers saw %d", st.Denied, denied)
+	})
+	t.Logf("%d granted, %d denied, counted alike", granted, denied)
 }
