@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,10 +37,11 @@ const (
 	missingFile      = "refill-missing-bucket"
 	healedFile       = "bucket-started-by-refill"
 	retiredFile      = "refill-retired-bucket"
+	garbageFile      = "bucket-garbage"
 )
 
 var files = []string{grantsFile, leasesFile, reconfigureFile, firstRunFile, continuedRunFile,
-	retireFile, scheduledFile, missingFile, healedFile, retiredFile}
+	retireFile, scheduledFile, missingFile, healedFile, retiredFile, garbageFile}
 
 // wait bounds every wait for the server or the worker.
 const wait = 30 * time.Second
@@ -79,6 +81,7 @@ func TestRecordHistories(t *testing.T) {
 	t.Run("retire", r.retire)
 	t.Run("refill from a schedule", r.refillFromSchedule)
 	t.Run("refill of a missing bucket", r.refillMissingBucket)
+	t.Run("garbage", r.garbage)
 }
 
 type recorder struct {
@@ -149,6 +152,33 @@ func (r *recorder) leases(t *testing.T) {
 	r.grant(t, newAcquirer(t, r.s), spec.Name, "lease-req-4", 1, 11)
 	r.wantState(t, spec.Name, 11, 11, 0)
 	r.save(t, leasesFile, workflows.BucketID(spec.Name), r.runID(t, spec.Name))
+}
+
+// garbage: what no Schedule or tb acquirer sends, and what tb sends since
+// the build of 2026-12-01: a refill from the future and one with an ID too
+// long to remember (both ignored), a request ID too long (invalid), a report
+// of refused tokens, and a lease whose answer says how long it lasts.
+func (r *recorder) garbage(t *testing.T) {
+	spec := bucket.Spec{Name: "garbage", Schedule: "@yearly", Amount: 10, Maximum: 20}
+	r.sync(t, spec)
+	r.signal(t, spec.Name, workflows.RefillSignal, workflows.Refill{ID: "future", Tick: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)})
+	r.signal(t, spec.Name, workflows.RefillSignal, workflows.Refill{ID: strings.Repeat("x", workflows.MaxIDLength+1), Amount: 1})
+	resp := r.acquireBatch(t, spec.Name, "long-id", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{
+		{ID: strings.Repeat("y", workflows.MaxIDLength+1), Cost: 1}, {ID: "short", Cost: 1}}})
+	if res := resp.Results; len(res) != 2 || res[0].Invalid == "" || !res[1].Granted {
+		t.Fatalf("long id: %+v; want the long ID invalid and the short one granted", resp)
+	}
+	r.signal(t, spec.Name, workflows.ReportSignal, workflows.Report{Rejected: 7})
+	resp = r.acquireBatch(t, spec.Name, "lease", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{
+		{ID: "with-lease", Cost: 1}, {ID: "lease-1", Cost: 5, Optional: true}, {ID: "lease-2", Cost: 5, Optional: true}}})
+	if res := resp.Results; len(res) != 3 || !res[1].Granted || res[2].Granted || resp.LeaseFor <= 0 {
+		t.Fatalf("lease: %+v; want one lease of the two lent, and LeaseFor", resp)
+	}
+	st := r.wantState(t, spec.Name, 13, 7, 7)
+	if st.Ignored != 2 {
+		t.Fatalf("ignored %d refills, want 2", st.Ignored)
+	}
+	r.save(t, garbageFile, workflows.BucketID(spec.Name), r.runID(t, spec.Name))
 }
 
 // reconfigure: tb sync-schedules changes a running bucket twice through the
