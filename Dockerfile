@@ -8,8 +8,11 @@
 # Build stage.
 FROM golang:1.26 AS build
 WORKDIR /src
-# Modules first: this layer is reused until go.mod or go.sum change.
-COPY go.mod go.sum ./
+# Modules first: this layer is reused until a go.mod, go.sum or the workspace
+# change. The library (the root module) and the command (./cmd) build together
+# through go.work, as in a clone of the repository.
+COPY go.mod go.sum go.work go.work.sum ./
+COPY cmd/go.mod cmd/go.sum ./cmd/
 RUN go mod download
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/go-build \

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	_ "time/tzdata" // bucket time zones resolve on machines without a zoneinfo database
 
-	"github.com/tokenbucket/tb/internal/cli"
+	"github.com/tokenbucket/tb/cmd/internal/cli"
 )
 
 func main() {

@@ -1,6 +1,0 @@
-//go:build race
-
-package interceptor_test
-
-// raceEnabled: the race detector slows the in-process Temporal server several times over.
-const raceEnabled = true
