@@ -34,9 +34,6 @@ type AcquirerOptions struct {
 	MaxBatch int
 	// Timeout bounds one acquire update, retries included. Default 10s.
 	Timeout time.Duration
-	// Unbatched sends one update per Acquire call, with no limit on updates in
-	// flight: what a naive limiter does. It exists to measure batching against.
-	Unbatched bool
 	// Lease, when above 0, borrows that many tokens from a rich bucket (one
 	// that keeps at least as many) with each update, and hands them to later
 	// callers at once, without a round trip, until shortly before the
@@ -58,34 +55,24 @@ var reportDelay = 5 * time.Second
 // DefaultAcquireTimeout bounds an acquire update unless AcquirerOptions.Timeout says otherwise.
 const DefaultAcquireTimeout = 10 * time.Second
 
-// A Decision is a bucket's answer to one request.
-type Decision struct {
-	// Granted reports whether the tokens were taken.
-	Granted bool
-	// RetryAfter is, when not granted, how long until the bucket is expected
-	// to hold the tokens, counting requests ahead in the same batch.
-	RetryAfter time.Duration
-	// Tokens left in the bucket when it answered.
-	Tokens int64
-	// NextRefill is when the bucket expects its next refill.
-	NextRefill time.Time
-	// LastRefill is when the bucket applied its latest refill before deciding.
-	LastRefill time.Time
-}
-
 // An Acquirer takes tokens from bucket workflows on behalf of every caller in
 // a process. Per bucket it keeps at most MaxInFlight acquire updates in
 // flight, and carries every caller that arrived meanwhile in the next one,
 // so the cost of an update round trip is shared by all waiting callers.
-// It is safe for concurrent use.
+// It is safe for concurrent use. Close it when the process stops: it gives
+// back the tokens its leases still hold.
 type Acquirer struct {
 	c    Updater
 	opts AcquirerOptions
 	now  func() time.Time // the process's clock; leases are timed on it alone
 
-	mu     sync.Mutex
-	queues map[string]*queue // by bucket name
+	mu      sync.Mutex
+	queues  map[string]*queue // by bucket name
+	closed  bool
+	senders sync.WaitGroup // drain goroutines
 }
+
+var _ Limiter = (*Acquirer)(nil)
 
 type queue struct {
 	pending  []*call
@@ -104,6 +91,7 @@ type lease struct {
 	until     time.Time
 	requested bool // a lease request is in flight
 	bucket    Decision
+	timer     *time.Timer // gives back what is left at until
 }
 
 type call struct {
@@ -146,14 +134,16 @@ func (o *AcquirerOptions) setDefaults() error {
 	return nil
 }
 
-// Acquire asks the named bucket for cost tokens. id identifies the request:
-// acquiring again with an id already granted returns the grant without taking
-// more tokens, so a caller unsure of the outcome can safely ask again.
+// Acquire asks the named bucket for cost tokens. id identifies the request
+// (1 to workflows.MaxIDLength bytes): acquiring again with an id already
+// granted returns the grant without taking more tokens, so a caller unsure of
+// the outcome can safely ask again.
 //
 // A denial is a Decision, not an error. The error is an *temporal.ApplicationError
-// of type workflows.ErrInvalidRequest (never grantable) or ErrUnknownBucket, or
-// says why the bucket could not be reached; ctx's error when ctx ends first.
-// Tokens granted to a caller whose ctx has ended are not returned to the bucket.
+// of type workflows.ErrInvalidRequest (never grantable) or ErrUnknownBucket,
+// ErrClosed once Close was called, or says why the bucket could not be
+// reached; ctx's error when ctx ends first. Tokens granted to a caller whose
+// ctx has ended are not returned to the bucket.
 func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int64) (Decision, error) {
 	if err := bucket.CheckName(bucketName); err != nil {
 		return Decision{}, temporal.NewNonRetryableApplicationError(
@@ -165,11 +155,7 @@ func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int6
 			workflows.ErrInvalidRequest, nil)
 	}
 	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost}, done: make(chan outcome, 1)}
-	if a.opts.Unbatched {
-		go a.send(bucketName, []*call{c}, 0, nil)
-	} else {
-		a.enqueue(bucketName, c)
-	}
+	a.enqueue(bucketName, c)
 	select {
 	case o := <-c.done:
 		return o.d, o.err
@@ -181,6 +167,11 @@ func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int6
 
 func (a *Acquirer) enqueue(name string, c *call) {
 	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		c.done <- outcome{err: ErrClosed}
+		return
+	}
 	q := a.queues[name]
 	if q == nil {
 		q = &queue{}
@@ -198,6 +189,7 @@ func (a *Acquirer) enqueue(name string, c *call) {
 	start := q.inFlight < a.opts.MaxInFlight
 	if start {
 		q.inFlight++
+		a.senders.Add(1)
 	}
 	a.mu.Unlock()
 	if start {
@@ -226,11 +218,12 @@ func (a *Acquirer) drain(name string, q *queue) {
 		n := min(len(q.pending), a.opts.MaxBatch)
 		if n == 0 {
 			q.inFlight--
-			if q.rejected > 0 && !q.reporting {
+			if q.rejected > 0 && !q.reporting && !a.closed {
 				q.reporting = true
 				time.AfterFunc(reportDelay, func() { a.report(name, q) })
 			}
 			a.mu.Unlock()
+			a.senders.Done()
 			return
 		}
 		batch := q.pending[:n:n]
@@ -238,7 +231,7 @@ func (a *Acquirer) drain(name string, q *queue) {
 		rejected := q.rejected
 		q.rejected = 0
 		var borrow *workflows.AcquireRequest
-		if a.opts.Lease > 0 && !q.lease.requested && q.lease.tokens == 0 {
+		if a.opts.Lease > 0 && !q.lease.requested && q.lease.tokens == 0 && !a.closed {
 			borrow = &workflows.AcquireRequest{ID: "lease-" + uuid.NewString(), Cost: a.opts.Lease, Optional: true}
 			q.lease.requested = true
 		}
@@ -264,7 +257,7 @@ func (a *Acquirer) report(name string, q *queue) {
 	a.mu.Lock()
 	q.reporting = false
 	n := q.rejected
-	if n == 0 || q.inFlight > 0 {
+	if n == 0 || q.inFlight > 0 || a.closed {
 		a.mu.Unlock()
 		return
 	}
@@ -272,11 +265,84 @@ func (a *Acquirer) report(name string, q *queue) {
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
 	defer cancel()
-	if err := a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReportSignal, workflows.Report{Rejected: n}); err != nil {
+	if err := a.sendReport(ctx, name, n); err != nil {
 		a.mu.Lock()
 		q.rejected += n // the next batch carries them
 		a.mu.Unlock()
 	}
+}
+
+func (a *Acquirer) sendReport(ctx context.Context, name string, rejected int64) error {
+	return a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReportSignal, workflows.Report{Rejected: rejected})
+}
+
+// giveBack returns a lease's unused tokens. A return that does not reach the
+// bucket within the lease's window is ignored there: the tokens are lost,
+// never doubled.
+func (a *Acquirer) giveBack(ctx context.Context, name, id string, tokens int64) error {
+	return a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReturnSignal, workflows.Return{ID: id, Tokens: tokens})
+}
+
+// Close stops the Acquirer for a graceful stop of the process: callers still
+// waiting to be sent, and every later Acquire, get ErrClosed; callers whose
+// update is in flight get its answer, or ErrClosed if ctx ends first; then the
+// unused tokens of every lease go back to their buckets, and refused tokens
+// not yet reported are reported. It returns what failed to reach a bucket.
+func (a *Acquirer) Close(ctx context.Context) error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	var waiting []*call
+	for _, q := range a.queues {
+		waiting = append(waiting, q.pending...)
+		q.pending = nil
+	}
+	a.mu.Unlock()
+	for _, c := range waiting {
+		c.done <- outcome{err: ErrClosed}
+	}
+	sent := make(chan struct{})
+	go func() { a.senders.Wait(); close(sent) }()
+	select {
+	case <-sent:
+	case <-ctx.Done():
+		return fmt.Errorf("interceptor: closing: updates still in flight: %w", ctx.Err())
+	}
+
+	type leftover struct {
+		name, lease     string
+		tokens, refused int64
+	}
+	var left []leftover
+	a.mu.Lock()
+	for name, q := range a.queues {
+		l := leftover{name: name, lease: q.lease.id, tokens: q.lease.tokens, refused: q.rejected}
+		if q.lease.timer != nil {
+			q.lease.timer.Stop()
+		}
+		q.lease.tokens, q.rejected = 0, 0
+		if l.tokens > 0 || l.refused > 0 {
+			left = append(left, l)
+		}
+	}
+	a.mu.Unlock()
+	var errs []error
+	for _, l := range left {
+		if l.tokens > 0 {
+			if err := a.giveBack(ctx, l.name, l.lease, l.tokens); err != nil {
+				errs = append(errs, fmt.Errorf("bucket %q: giving back %d leased tokens: %w", l.name, l.tokens, err))
+			}
+		}
+		if l.refused > 0 {
+			if err := a.sendReport(ctx, l.name, l.refused); err != nil {
+				errs = append(errs, fmt.Errorf("bucket %q: reporting %d refused tokens: %w", l.name, l.refused, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // lend keeps the tokens the bucket lent, and gives back what is left of them
@@ -286,8 +352,8 @@ func (a *Acquirer) report(name string, q *queue) {
 func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.AcquireResponse, sent time.Time) {
 	until := sent.Add(resp.LeaseFor - leaseMargin)
 	q.lease = lease{id: id, tokens: a.opts.Lease, until: until,
-		bucket: Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}}
-	time.AfterFunc(until.Sub(a.now()), func() {
+		bucket: Decision{Remaining: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}}
+	q.lease.timer = time.AfterFunc(until.Sub(a.now()), func() {
 		a.mu.Lock()
 		left := int64(0)
 		if q.lease.id == id {
@@ -299,9 +365,7 @@ func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.Acquire
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), leaseMargin)
 		defer cancel()
-		// A return that does not arrive in time is ignored by the bucket: the tokens are lost, never doubled.
-		_ = a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReturnSignal,
-			workflows.Return{ID: id, Tokens: left})
+		_ = a.giveBack(ctx, name, id, left)
 	})
 }
 
@@ -319,7 +383,7 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 		reqs = append(reqs, *borrow)
 	}
 	resp, err := a.update(name, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
-	if denied, ok := workflows.IsRateLimited(err); ok {
+	if denied, ok := bucketDenial(err); ok {
 		resp, err, unreported = denied, nil, rejected
 		for _, c := range batch {
 			unreported += c.req.Cost
@@ -335,7 +399,7 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 			c.done <- outcome{err: err}
 			continue
 		}
-		d := Decision{Tokens: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}
+		d := Decision{Remaining: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}
 		if i < len(resp.Results) {
 			r := resp.Results[i]
 			if r.Invalid != "" {
@@ -385,6 +449,21 @@ func (a *Acquirer) try(ctx context.Context, opts client.UpdateWorkflowOptions) (
 		err = h.Get(ctx, &resp)
 	}
 	return resp, err != nil && ctx.Err() != nil, err
+}
+
+// bucketDenial reports whether err is the acquire validator's RateLimited
+// answer, and returns the details it carries. It is false for any other error,
+// and for one whose details do not decode: that is an error, not a denial.
+func bucketDenial(err error) (workflows.AcquireResponse, bool) {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRateLimited {
+		return workflows.AcquireResponse{}, false
+	}
+	var resp workflows.AcquireResponse
+	if !appErr.HasDetails() || appErr.Details(&resp) != nil {
+		return workflows.AcquireResponse{}, false
+	}
+	return resp, true
 }
 
 // classify turns the errors of an acquire update into the errors callers test for.

@@ -37,10 +37,12 @@ type Options struct {
 	// one run takes. Activity types not listed run unguarded. Required; use a
 	// loaded buckets.yaml's Config.Guards, or build it in Go.
 	Guards map[string]bucket.Guard
-	// Acquirer takes the tokens. Default: one Acquirer per Temporal client,
-	// made on first use from the worker's client with AcquirerOptions.
-	Acquirer *Acquirer
-	// AcquirerOptions configure the default Acquirer.
+	// Limiter takes the tokens. Default: one *Acquirer per Temporal client,
+	// made on first use from the worker's client with AcquirerOptions, and
+	// closed by Close. Tests give a tbtest.Limiter; the interceptor never
+	// closes a Limiter it was given.
+	Limiter Limiter
+	// AcquirerOptions configure the default Acquirers.
 	AcquirerOptions AcquirerOptions
 	// MaxWait: a denial whose tokens are expected within MaxWait (and before
 	// the activity's deadline) is waited out inside the activity, which costs
@@ -53,13 +55,15 @@ type Options struct {
 }
 
 // Interceptor is a worker interceptor; add it to worker.Options.Interceptors.
-// Register one Interceptor on every worker of a process so they share its Acquirer.
+// Register one Interceptor on every worker of a process so they share its
+// Acquirer, and Close it once those workers have stopped.
 type Interceptor struct {
 	temporalinterceptor.WorkerInterceptorBase
 	opts Options
 
 	mu        sync.Mutex
 	acquirers map[client.Client]*Acquirer
+	closed    bool
 	warned    sync.Map // activity type → struct{}: retry-policy warning logged
 }
 
@@ -132,15 +136,18 @@ func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinter
 // take returns once the activity holds its tokens, or with the error the activity should fail with.
 func (i *Interceptor) take(ctx context.Context, info activity.Info, g bucket.Guard) (Grant, error) {
 	i.warnRetryPolicy(ctx, info, g)
-	acq := i.acquirer(ctx)
+	lim, err := i.limiter(ctx)
+	if err != nil {
+		return Grant{}, err
+	}
 	id := requestID(info)
 	for {
-		d, err := acq.Acquire(ctx, g.Bucket, id, g.Cost)
+		d, err := lim.Acquire(ctx, g.Bucket, id, g.Cost)
 		if err != nil {
 			return Grant{}, err
 		}
 		if d.Granted {
-			return Grant{Bucket: g.Bucket, Cost: g.Cost, Tokens: d.Tokens, NextRefill: d.NextRefill, LastRefill: d.LastRefill}, nil
+			return Grant{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill}, nil
 		}
 		if !i.wait(ctx, info, d.RetryAfter) {
 			return Grant{}, i.rateLimited(g, d)
@@ -195,29 +202,51 @@ func (i *Interceptor) rateLimited(g bucket.Guard, d Decision) error {
 	}
 	return temporal.NewApplicationErrorWithOptions(
 		fmt.Sprintf("rate limited by bucket %q: %d tokens left, %d needed; retrying in %v",
-			g.Bucket, d.Tokens, g.Cost, delay.Round(time.Millisecond)),
+			g.Bucket, d.Remaining, g.Cost, delay.Round(time.Millisecond)),
 		workflows.ErrRateLimited,
 		temporal.ApplicationErrorOptions{
 			NextRetryDelay: delay,
 			Category:       temporal.ApplicationErrorCategoryBenign,
-			Details:        []any{Denial{Bucket: g.Bucket, Cost: g.Cost, Tokens: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}},
+			Details:        []any{Denial{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}},
 		})
 }
 
-// acquirer returns the Acquirer for the worker's client.
-func (i *Interceptor) acquirer(ctx context.Context) *Acquirer {
-	if i.opts.Acquirer != nil {
-		return i.opts.Acquirer
+// limiter returns the Limiter of the options, or the Acquirer for the worker's client.
+func (i *Interceptor) limiter(ctx context.Context) (Limiter, error) {
+	if i.opts.Limiter != nil {
+		return i.opts.Limiter, nil
 	}
 	c := activity.GetClient(ctx)
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	if i.closed {
+		return nil, ErrClosed
+	}
 	a := i.acquirers[c]
 	if a == nil {
 		a, _ = NewAcquirer(c, i.opts.AcquirerOptions) // options were checked in New
 		i.acquirers[c] = a
 	}
-	return a
+	return a, nil
+}
+
+// Close closes the Acquirers the interceptor made (see Acquirer.Close):
+// call it once the workers it is registered on have stopped. A Limiter given
+// in Options is left to its owner. Guarded activities that start afterwards
+// fail with a retryable ErrClosed.
+func (i *Interceptor) Close(ctx context.Context) error {
+	i.mu.Lock()
+	i.closed = true
+	acquirers := make([]*Acquirer, 0, len(i.acquirers))
+	for _, a := range i.acquirers {
+		acquirers = append(acquirers, a)
+	}
+	i.mu.Unlock()
+	var errs []error
+	for _, a := range acquirers {
+		errs = append(errs, a.Close(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // warnRetryPolicy logs, once per activity type, when denials can use up the activity's attempts.
@@ -244,34 +273,4 @@ func requestID(info activity.Info) string {
 	}
 	fmt.Fprint(h, info.Attempt)
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
-}
-
-// A Grant describes the tokens an activity holds.
-type Grant struct {
-	Bucket string
-	Cost   int64
-	// Tokens left in the bucket after the grant.
-	Tokens int64
-	// NextRefill is when the bucket expects its next refill.
-	NextRefill time.Time
-	// LastRefill is when the bucket applied the latest refill before the
-	// grant; grants with the same LastRefill drew on the same refill.
-	LastRefill time.Time
-}
-
-type grantKey struct{}
-
-// GrantFromContext returns the grant of the running guarded activity.
-func GrantFromContext(ctx context.Context) (Grant, bool) {
-	g, ok := ctx.Value(grantKey{}).(Grant)
-	return g, ok
-}
-
-// Denial is the detail of the RateLimited error a denied activity fails with.
-type Denial struct {
-	Bucket     string        `json:"bucket"`
-	Cost       int64         `json:"cost"`
-	Tokens     int64         `json:"tokens"`
-	RetryAfter time.Duration `json:"retryAfter"`
-	NextRefill time.Time     `json:"nextRefill,omitzero"`
 }

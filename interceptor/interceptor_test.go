@@ -41,7 +41,7 @@ func runActivity(t *testing.T, f *fakeBucket, opts Options, name string) (*guard
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Acquirer = acq
+	opts.Limiter = acq
 	opts.Guards = map[string]bucket.Guard{"Fetch": {Bucket: "api", Cost: 2}}
 	ic, err := New(opts)
 	if err != nil {
@@ -66,7 +66,7 @@ func TestGrantedActivityRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.runs.Load() != 1 || grant.Bucket != "api" || grant.Cost != 2 || grant.Tokens != 100 {
+	if g.runs.Load() != 1 || grant.Bucket != "api" || grant.Cost != 2 || grant.Remaining != 100 {
 		t.Errorf("runs %d, grant %+v", g.runs.Load(), grant)
 	}
 	if b := f.sent(); len(b) != 1 || b[0].Requests[0].Cost != 2 || b[0].Requests[0].ID == "" {

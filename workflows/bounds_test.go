@@ -90,12 +90,12 @@ func TestFloodedBucketStaysBounded(t *testing.T) {
 		}
 	}
 	st := next.State
-	if len(st.Leases) > bucket.MaxLeases || next.Granted.Len() > grantedIDsKept || next.Granted.Bytes() > grantedIDsBytes || next.Ticks.Len() > tickIDsKept {
+	if len(st.Leases) > bucket.MaxLeases || next.granted.len() > grantedIDsKept || next.granted.size() > grantedIDsBytes || next.ticks.len() > tickIDsKept {
 		t.Errorf("carried %d leases, %d request IDs (%d bytes), %d tick IDs: past their bounds",
-			len(st.Leases), next.Granted.Len(), next.Granted.Bytes(), next.Ticks.Len())
+			len(st.Leases), next.granted.len(), next.granted.size(), next.ticks.len())
 	}
-	if next.Granted.Len() < grantedIDsKept/3 || next.Ticks.Len() < tickIDsKept {
-		t.Errorf("the flood did not reach the bounds: %d request IDs, %d tick IDs", next.Granted.Len(), next.Ticks.Len())
+	if next.granted.len() < grantedIDsKept/3 || next.ticks.len() < tickIDsKept {
+		t.Errorf("the flood did not reach the bounds: %d request IDs, %d tick IDs", next.granted.len(), next.ticks.len())
 	}
 	if st.Ignored != 2 || st.Denied != math.MaxInt64 || !st.LastTick.IsZero() {
 		t.Errorf("ignored %d refills, denied %d, last tick %v; want 2 ignored, Denied saturated, no tick", st.Ignored, st.Denied, st.LastTick)
@@ -108,7 +108,7 @@ func TestFloodedBucketStaysBounded(t *testing.T) {
 		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarried)
 	} else {
 		t.Logf("continue-as-new input after the flood: %d bytes (%d request IDs, %d tick IDs, %d leases)",
-			n, next.Granted.Len(), next.Ticks.Len(), len(st.Leases))
+			n, next.granted.len(), next.ticks.len(), len(st.Leases))
 	}
 
 	// The next run answers.
@@ -136,7 +136,7 @@ func TestFutureTickDoesNotPoisonForecasts(t *testing.T) {
 	h.at(200*time.Millisecond, func() { denied = h.acquire("u2", req("b", 1)); st = h.state() })
 	h.run(BucketInput{Spec: spec5()}, time.Second/2)
 
-	resp, ok := IsRateLimited(denied.rejected)
+	resp, ok := rateLimited(denied.rejected)
 	if !ok {
 		t.Fatalf("acquire on an empty bucket: %+v", denied)
 	}
@@ -156,7 +156,7 @@ func TestCarriedFutureTickHeals(t *testing.T) {
 	var denied *updateResult
 	h.at(100*time.Millisecond, func() { denied = h.acquire("u", req("a", 1)) })
 	h.run(BucketInput{Spec: spec5(), State: &poisoned}, time.Second/2)
-	resp, ok := IsRateLimited(denied.rejected)
+	resp, ok := rateLimited(denied.rejected)
 	if !ok || resp.Results[0].RetryAfter > time.Second+bucket.MaxRefillLag {
 		t.Errorf("denied %+v: want a retry-after up to the next tick", resp)
 	}

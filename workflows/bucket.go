@@ -8,7 +8,6 @@
 package workflows
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -104,8 +103,8 @@ func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
 	if in.MaxUpdatesPerRun <= 0 {
 		in.MaxUpdatesPerRun = DefaultMaxUpdatesPerRun
 	}
-	in.Granted.Reindex()
-	in.Ticks.Reindex()
+	in.granted.reindex()
+	in.ticks.reindex()
 	return &bucketWorkflow{in: in, b: b}, nil
 }
 
@@ -149,7 +148,7 @@ func (w *bucketWorkflow) classify(batch AcquireBatch) (costs []int64, outcomes [
 			outcomes[i].Invalid = fmt.Sprintf("request id is %d bytes long; the most is %d", len(r.ID), MaxIDLength)
 		case inBatch[r.ID]:
 			outcomes[i].Invalid = fmt.Sprintf("request id %q appears twice in one batch", r.ID)
-		case w.in.Granted.Has(r.ID):
+		case w.in.granted.has(r.ID):
 			outcomes[i].Granted = true
 			duplicates++
 		default:
@@ -198,7 +197,7 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	if valid == 0 {
 		return invalidRequest(outcomes[0].Invalid)
 	}
-	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill}
+	resp := AcquireResponse{Bucket: w.b.Spec().Name, Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill}
 	return temporal.NewApplicationErrorWithOptions(
 		fmt.Sprintf("bucket %q: %d tokens left, next refill expected in %v", w.b.Spec().Name, w.b.Tokens, waits[0].Round(time.Millisecond)),
 		ErrRateLimited,
@@ -214,7 +213,7 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 		switch {
 		case r.Granted:
 			outcomes[i].Granted = true
-			w.in.Granted.Add(batch.Requests[i].ID, now)
+			w.in.granted.add(batch.Requests[i].ID, now)
 		case costs[i] > 0:
 			outcomes[i].RetryAfter = r.RetryAfter
 		}
@@ -224,15 +223,15 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 		if r.Optional && outcomes[i].Invalid == "" && !outcomes[i].Granted {
 			if w.b.Lend(now, r.ID, r.Cost) {
 				outcomes[i].Granted = true
-				w.in.Granted.Add(r.ID, now)
+				w.in.granted.add(r.ID, now)
 				leaseFor = w.b.NextTick().Sub(now)
 			}
 			break // one lease per batch
 		}
 	}
 	w.b.CountDenied(batch.Rejected)
-	if w.in.Granted.Len() > grantedIDsKept*5/4 || w.in.Granted.Bytes() > grantedIDsBytes*5/4 {
-		w.in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+	if w.in.granted.len() > grantedIDsKept*5/4 || w.in.granted.size() > grantedIDsBytes*5/4 {
+		w.in.granted.trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
 	}
 	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
@@ -306,7 +305,7 @@ func (w *bucketWorkflow) takeBack(ctx workflow.Context, r Return) {
 }
 
 func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
-	if r.ID != "" && w.in.Ticks.Has(r.ID) {
+	if r.ID != "" && w.in.ticks.has(r.ID) {
 		return
 	}
 	now := workflow.Now(ctx)
@@ -323,9 +322,9 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 	}
 	w.b.Refill(now, r.Tick, amount)
 	if r.ID != "" {
-		w.in.Ticks.Add(r.ID, now)
-		if w.in.Ticks.Len() > tickIDsKept*5/4 {
-			w.in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept, 0)
+		w.in.ticks.add(r.ID, now)
+		if w.in.ticks.len() > tickIDsKept*5/4 {
+			w.in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
 		}
 	}
 }
@@ -336,9 +335,9 @@ func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	in := w.in
 	st := w.b.State
 	in.State = &st
-	in.Run++
-	in.Granted.Trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
-	in.Ticks.Trim(now, tickIDsMaxAge, tickIDsKept, 0)
+	in.run++
+	in.granted.trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+	in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
 	return in
 }
 
@@ -347,27 +346,11 @@ func (w *bucketWorkflow) status(ctx workflow.Context) Status {
 		Spec:       w.b.Spec(),
 		State:      w.b.State,
 		NextRefill: w.b.NextRefill(workflow.Now(ctx)),
-		Run:        w.in.Run,
+		Run:        w.in.run,
 		Updates:    w.updates,
 	}
 }
 
 func invalidRequest(msg string) error {
 	return temporal.NewNonRetryableApplicationError(msg, ErrInvalidRequest, nil)
-}
-
-// IsRateLimited reports whether err is a RateLimited ApplicationError and,
-// if so, returns its details.
-func IsRateLimited(err error) (AcquireResponse, bool) {
-	var appErr *temporal.ApplicationError
-	if !errors.As(err, &appErr) || appErr.Type() != ErrRateLimited {
-		return AcquireResponse{}, false
-	}
-	var resp AcquireResponse
-	if appErr.HasDetails() {
-		if err := appErr.Details(&resp); err != nil {
-			return AcquireResponse{}, true
-		}
-	}
-	return resp, true
 }

@@ -146,7 +146,7 @@ func TestAcquireDeniedByValidator(t *testing.T) {
 	if take.rejected != nil || !take.resp.Results[0].Granted {
 		t.Fatalf("taking all 5 tokens: %+v", take)
 	}
-	resp, ok := IsRateLimited(denied.rejected)
+	resp, ok := rateLimited(denied.rejected)
 	if !ok {
 		t.Fatalf("empty bucket: rejected = %v, want a RateLimited error", denied.rejected)
 	}
@@ -155,7 +155,7 @@ func TestAcquireDeniedByValidator(t *testing.T) {
 		t.Errorf("RateLimited error must be retryable and benign: %v", denied.rejected)
 	}
 	// b waits for the 1s tick; c (4) no longer fits after b takes 2 of its 5, so waits for 2s.
-	want := AcquireResponse{Results: []Outcome{{RetryAfter: 750 * time.Millisecond}, {RetryAfter: 1750 * time.Millisecond}}, NextRefill: t0.Add(time.Second)}
+	want := AcquireResponse{Bucket: "api", Results: []Outcome{{RetryAfter: 750 * time.Millisecond}, {RetryAfter: 1750 * time.Millisecond}}, NextRefill: t0.Add(time.Second)}
 	if !reflect.DeepEqual(resp, want) {
 		t.Errorf("details = %+v, want %+v", resp, want)
 	}
@@ -326,11 +326,11 @@ func TestContinueAsNewCarriesStateAndIDs(t *testing.T) {
 	})
 	h.env.ExecuteWorkflow(BucketWorkflowType, in)
 	next := continuedAsNew(t, h.env)
-	if next.Run != 1 || next.State == nil || next.State.Granted != 5 || next.State.Tokens != 1 {
-		t.Fatalf("carried state = run %d, %+v; want run 1 with 5 granted and 1 token", next.Run, next.State)
+	if next.run != 1 || next.State == nil || next.State.Granted != 5 || next.State.Tokens != 1 {
+		t.Fatalf("carried state = run %d, %+v; want run 1 with 5 granted and 1 token", next.run, next.State)
 	}
-	if next.Granted.Len() != 3 || next.Ticks.Len() != 1 || next.MaxUpdatesPerRun != 3 {
-		t.Errorf("carried IDs: %d granted, %d ticks, max updates %d", next.Granted.Len(), next.Ticks.Len(), next.MaxUpdatesPerRun)
+	if next.granted.len() != 3 || next.ticks.len() != 1 || next.MaxUpdatesPerRun != 3 {
+		t.Errorf("carried IDs: %d granted, %d ticks, max updates %d", next.granted.len(), next.ticks.len(), next.MaxUpdatesPerRun)
 	}
 
 	// Run 2: the same request and the same tick arrive again, and are applied once.
@@ -422,4 +422,14 @@ func TestLeaseLentAndReturned(t *testing.T) {
 	if afterLateReturn.Tokens != 94 {
 		t.Errorf("a return after the window's refill changed the tokens: %d, want 94", afterLateReturn.Tokens)
 	}
+}
+
+// rateLimited reports whether err is the validator's RateLimited answer, and returns its details.
+func rateLimited(err error) (AcquireResponse, bool) {
+	var appErr *temporal.ApplicationError
+	var resp AcquireResponse
+	if !errors.As(err, &appErr) || appErr.Type() != ErrRateLimited || appErr.Details(&resp) != nil {
+		return AcquireResponse{}, false
+	}
+	return resp, true
 }

@@ -2,10 +2,10 @@ package workflows
 
 import "time"
 
-// Recent remembers IDs in the order they were added, forgetting the oldest
+// recent remembers IDs in the order they were added, forgetting the oldest
 // beyond a size or an age. It is a plain value so it can be carried across
 // continue-as-new.
-type Recent struct {
+type recent struct {
 	IDs []string `json:"ids,omitempty"`
 	// At holds, for each ID, when it was added, in Unix milliseconds of workflow time.
 	At []int64 `json:"at,omitempty"`
@@ -14,8 +14,8 @@ type Recent struct {
 	bytes int // sum of len(IDs)
 }
 
-// Reindex rebuilds the lookup index from IDs; call it once after decoding.
-func (r *Recent) Reindex() {
+// reindex rebuilds the lookup index from IDs; call it once after decoding.
+func (r *recent) reindex() {
 	r.index = make(map[string]struct{}, len(r.IDs))
 	r.bytes = 0
 	for _, id := range r.IDs {
@@ -24,18 +24,18 @@ func (r *Recent) Reindex() {
 	}
 }
 
-// Has reports whether id was added and not yet forgotten.
-func (r *Recent) Has(id string) bool {
+// has reports whether id was added and not yet forgotten.
+func (r *recent) has(id string) bool {
 	_, ok := r.index[id]
 	return ok
 }
 
-// Add remembers id, added at now.
-func (r *Recent) Add(id string, now time.Time) {
+// add remembers id, added at now.
+func (r *recent) add(id string, now time.Time) {
 	if r.index == nil {
-		r.Reindex()
+		r.reindex()
 	}
-	if r.Has(id) {
+	if r.has(id) {
 		return
 	}
 	r.IDs = append(r.IDs, id)
@@ -44,11 +44,11 @@ func (r *Recent) Add(id string, now time.Time) {
 	r.bytes += len(id)
 }
 
-// Trim forgets IDs older than maxAge before now, and the oldest beyond maxLen
+// trim forgets IDs older than maxAge before now, and the oldest beyond maxLen
 // IDs or, when maxBytes > 0, beyond maxBytes bytes of IDs.
-func (r *Recent) Trim(now time.Time, maxAge time.Duration, maxLen, maxBytes int) {
+func (r *recent) trim(now time.Time, maxAge time.Duration, maxLen, maxBytes int) {
 	if r.index == nil {
-		r.Reindex()
+		r.reindex()
 	}
 	oldest := now.Add(-maxAge).UnixMilli()
 	n := 0
@@ -63,13 +63,13 @@ func (r *Recent) Trim(now time.Time, maxAge time.Duration, maxLen, maxBytes int)
 	}
 }
 
-// Len returns the number of IDs remembered.
-func (r *Recent) Len() int { return len(r.IDs) }
+// len returns the number of IDs remembered.
+func (r *recent) len() int { return len(r.IDs) }
 
-// Bytes returns the total length of the IDs remembered.
-func (r *Recent) Bytes() int {
+// size returns the total length of the IDs remembered.
+func (r *recent) size() int {
 	if r.index == nil {
-		r.Reindex()
+		r.reindex()
 	}
 	return r.bytes
 }

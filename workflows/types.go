@@ -1,25 +1,52 @@
 package workflows
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/tokenbucket/tb/bucket"
 )
 
-// BucketInput starts a bucket workflow, and carries its whole state across continue-as-new.
+// BucketInput starts a bucket workflow, and carries its whole state across
+// continue-as-new. tb sync-schedules starts a bucket with the Spec alone.
 type BucketInput struct {
 	Spec bucket.Spec `json:"spec"`
 	// State is nil for a new bucket, which starts with Spec's initial tokens.
 	State *bucket.State `json:"state,omitempty"`
-	// Granted holds the IDs of recently granted requests, and Ticks the IDs of
-	// recently applied refills, so a retry is applied once, even across runs.
-	Granted Recent `json:"granted,omitzero"`
-	Ticks   Recent `json:"ticks,omitzero"`
-	// Run counts the runs before this one.
-	Run int `json:"run,omitempty"`
 	// MaxUpdatesPerRun continues the bucket as new after that many accepted
 	// updates (default DefaultMaxUpdatesPerRun); Temporal refuses more than 2000.
 	MaxUpdatesPerRun int `json:"maxUpdatesPerRun,omitempty"`
+
+	// What a run hands the next: the IDs of recently granted requests and of
+	// recently applied refills, so a retry is applied once even across runs,
+	// and the number of runs before this one.
+	granted, ticks recent
+	run            int
+}
+
+// bucketInputJSON is BucketInput as it travels: every field, exported.
+type bucketInputJSON struct {
+	Spec             bucket.Spec   `json:"spec"`
+	State            *bucket.State `json:"state,omitempty"`
+	Granted          recent        `json:"granted,omitzero"`
+	Ticks            recent        `json:"ticks,omitzero"`
+	Run              int           `json:"run,omitempty"`
+	MaxUpdatesPerRun int           `json:"maxUpdatesPerRun,omitempty"`
+}
+
+// MarshalJSON encodes the input with what the bucket carries.
+func (in BucketInput) MarshalJSON() ([]byte, error) {
+	return json.Marshal(bucketInputJSON{Spec: in.Spec, State: in.State, Granted: in.granted, Ticks: in.ticks, Run: in.run, MaxUpdatesPerRun: in.MaxUpdatesPerRun})
+}
+
+// UnmarshalJSON decodes an input MarshalJSON encoded.
+func (in *BucketInput) UnmarshalJSON(b []byte) error {
+	var w bucketInputJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*in = BucketInput{Spec: w.Spec, State: w.State, MaxUpdatesPerRun: w.MaxUpdatesPerRun, granted: w.Granted, ticks: w.Ticks, run: w.Run}
+	return nil
 }
 
 // DefaultMaxUpdatesPerRun keeps a run well below Temporal's 2000 accepted updates.
@@ -66,8 +93,11 @@ type Outcome struct {
 	Invalid string `json:"invalid,omitempty"`
 }
 
-// AcquireResponse answers an acquire update, and is the detail of a RateLimited error.
+// AcquireResponse answers an acquire update, and is the detail of the
+// RateLimited error its validator refuses a batch with (interceptor.AsDenial reads it).
 type AcquireResponse struct {
+	// Bucket is set in the detail of a RateLimited error: the bucket that refused.
+	Bucket string `json:"bucket,omitempty"`
 	// Results, one per request, in order.
 	Results []Outcome `json:"results"`
 	// Tokens left in the bucket.

@@ -66,7 +66,7 @@ func (u *countingUpdater) UpdateWorkflow(ctx context.Context, o client.UpdateWor
 	n := int64(len(o.Args[0].(workflows.AcquireBatch).Requests))
 	h, err := u.c.UpdateWorkflow(ctx, o)
 	if err != nil {
-		if _, ok := workflows.IsRateLimited(err); ok {
+		if _, ok := interceptor.AsDenial(err); ok {
 			u.denied.Add(n)
 		}
 		return nil, err
@@ -86,7 +86,7 @@ type countingHandle struct {
 
 func (h *countingHandle) Get(ctx context.Context, v any) error {
 	err := h.WorkflowUpdateHandle.Get(ctx, v)
-	if _, ok := workflows.IsRateLimited(err); ok {
+	if _, ok := interceptor.AsDenial(err); ok {
 		h.u.denied.Add(h.n)
 		return err
 	}

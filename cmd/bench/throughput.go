@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/interceptor"
+	"github.com/tokenbucket/tb/workflows"
 )
 
 // ThroughputRow is one bucket's grant rate with C callers spread over P
@@ -92,10 +93,14 @@ func throughputPair(ctx context.Context, procs, callers int, dur time.Duration) 
 // client, each acquiring one token after another for dur after a warm-up.
 func throughputCell(ctx context.Context, e *env, clients []client.Client, callers int, unbatched bool, name string, cell int, dur time.Duration) (ThroughputRow, error) {
 	const warmup = 500 * time.Millisecond
-	acquirers := make([]*interceptor.Acquirer, len(clients))
+	acquirers := make([]interceptor.Limiter, len(clients))
 	for i, c := range clients {
+		if unbatched {
+			acquirers[i] = perCall{c}
+			continue
+		}
 		var err error
-		if acquirers[i], err = interceptor.NewAcquirer(c, interceptor.AcquirerOptions{Unbatched: unbatched}); err != nil {
+		if acquirers[i], err = interceptor.NewAcquirer(c, interceptor.AcquirerOptions{}); err != nil {
 			return ThroughputRow{}, err
 		}
 	}
@@ -148,4 +153,34 @@ func throughputCell(ctx context.Context, e *env, clients []client.Client, caller
 		Errors:            failures,
 		ResourceExhausted: e.resourceExhausted.Load() - exhaustedBefore,
 	}, nil
+}
+
+// perCall is what a naive limiter does: one acquire update per call, with no
+// limit on updates in flight, each with the SDK's retries for 10 s.
+type perCall struct{ c client.Client }
+
+func (p perCall) Acquire(ctx context.Context, name, id string, cost int64) (interceptor.Decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, interceptor.DefaultAcquireTimeout)
+	defer cancel()
+	h, err := p.c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID:   workflows.BucketID(name),
+		UpdateName:   workflows.AcquireUpdate,
+		Args:         []any{workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: id, Cost: cost}}}},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	var resp workflows.AcquireResponse
+	if err == nil {
+		err = h.Get(ctx, &resp)
+	}
+	if d, ok := interceptor.AsDenial(err); ok {
+		return interceptor.Decision{Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}, nil
+	}
+	if err != nil {
+		return interceptor.Decision{}, err
+	}
+	if len(resp.Results) != 1 {
+		return interceptor.Decision{}, fmt.Errorf("bucket %q answered %d results for 1 request", name, len(resp.Results))
+	}
+	r := resp.Results[0]
+	return interceptor.Decision{Granted: r.Granted, Remaining: resp.Tokens, RetryAfter: r.RetryAfter, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}, nil
 }

@@ -254,7 +254,7 @@ func TestContinueAsNewUnderConcurrentAcquires(t *testing.T) {
 							return fmt.Errorf("%s attempt %d: %w", id, attempt, err)
 						}
 						if !d.Granted {
-							return fmt.Errorf("%s attempt %d: denied with %d tokens left", id, attempt, d.Tokens)
+							return fmt.Errorf("%s attempt %d: denied with %d tokens left", id, attempt, d.Remaining)
 						}
 						if attempt == 0 {
 							granted.Add(cost)

@@ -109,8 +109,8 @@ func TestHelperWorkerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ic, err := interceptor.New(interceptor.Options{
-		Guards:   map[string]bucket.Guard{crashActivityType: {Bucket: cfg.Bucket, Cost: 1}},
-		Acquirer: acq,
+		Guards:  map[string]bucket.Guard{crashActivityType: {Bucket: cfg.Bucket, Cost: 1}},
+		Limiter: acq,
 	})
 	if err != nil {
 		t.Fatal(err)

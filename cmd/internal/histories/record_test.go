@@ -340,7 +340,7 @@ func (r *recorder) grant(t *testing.T, a *interceptor.Acquirer, name, id string,
 	if err != nil {
 		t.Fatalf("acquire %s: %v", id, err)
 	}
-	if !d.Granted || d.Tokens != tokens {
+	if !d.Granted || d.Remaining != tokens {
 		t.Fatalf("acquire %s of %d: %+v; want granted, %d tokens left", id, cost, d, tokens)
 	}
 }

@@ -1,0 +1,116 @@
+package interceptor
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/tokenbucket/tb/workflows"
+)
+
+// A Limiter decides whether a guarded activity may run. The interceptor asks
+// it before every guarded activity; *Acquirer, which asks tb's bucket
+// workflows, is the one production uses, and tbtest.Limiter keeps buckets in
+// memory for tests that run without a Temporal server.
+type Limiter interface {
+	// Acquire asks the named bucket for cost tokens. id names the request: a
+	// caller asking again with an id already granted gets the grant again
+	// without taking more tokens. A denial is a Decision with Granted false,
+	// not an error; an error means the request could not be decided (bad
+	// input, an unknown bucket, Temporal unreachable, ctx done), and the
+	// guarded activity does not run.
+	Acquire(ctx context.Context, bucket, id string, cost int64) (Decision, error)
+}
+
+// A Decision is a bucket's answer to one request.
+type Decision struct {
+	// Granted reports whether the tokens were taken.
+	Granted bool
+	// Remaining is the number of tokens the bucket held once it decided.
+	Remaining int64
+	// RetryAfter is, when not granted, how long until the bucket expects to
+	// hold the tokens, counting the requests ahead of this one. Zero when granted.
+	RetryAfter time.Duration
+	// NextRefill is when the bucket expects its next refill.
+	NextRefill time.Time
+	// LastRefill is when the bucket applied its latest refill before it
+	// decided: grants with the same LastRefill drew on the same refill.
+	LastRefill time.Time
+}
+
+// A Grant is the tokens a running guarded activity holds; GrantFromContext
+// returns it.
+type Grant struct {
+	// Bucket the tokens came from, and Cost, how many.
+	Bucket string
+	Cost   int64
+	// Remaining is the number of tokens the bucket held after the grant.
+	Remaining int64
+	// NextRefill is when the bucket expects its next refill.
+	NextRefill time.Time
+	// LastRefill is when the bucket applied the latest refill before the
+	// grant; grants with the same LastRefill drew on the same refill.
+	LastRefill time.Time
+}
+
+type grantKey struct{}
+
+// GrantFromContext returns the grant of the running guarded activity.
+func GrantFromContext(ctx context.Context) (Grant, bool) {
+	g, ok := ctx.Value(grantKey{}).(Grant)
+	return g, ok
+}
+
+// A Denial says why a guarded activity did not run: which bucket refused it,
+// what that bucket held, and when to try again. It is the detail of the
+// RateLimited error a denied activity fails with; AsDenial reads it.
+type Denial struct {
+	// Bucket that refused the request.
+	Bucket string `json:"bucket"`
+	// Cost is the tokens the request asked for (0 when the denial came from
+	// the bucket itself, which answers for a whole batch).
+	Cost int64 `json:"cost,omitempty"`
+	// Remaining is the number of tokens the bucket held when it refused.
+	Remaining int64 `json:"tokens"`
+	// RetryAfter is how long until the bucket expects to hold the tokens.
+	RetryAfter time.Duration `json:"retryAfter"`
+	// NextRefill is when the bucket expects its next refill.
+	NextRefill time.Time `json:"nextRefill,omitzero"`
+}
+
+// ErrClosed is the error of an Acquire on an Acquirer (or an Interceptor)
+// that has been closed: the caller's activity fails with a retryable error
+// and runs again on a worker that is not stopping.
+var ErrClosed = errors.New("interceptor: the acquirer is closed")
+
+// AsDenial reports whether err is, or wraps, tb's RateLimited error, and
+// returns its details: from a guarded activity's failure as a workflow sees
+// it (a *temporal.ActivityError), from the interceptor's error itself, or
+// from a bucket workflow's acquire validator. It reports false for any other
+// error, and for a RateLimited error whose details are not tb's.
+func AsDenial(err error) (Denial, bool) {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRateLimited || !appErr.HasDetails() {
+		return Denial{}, false
+	}
+	// The interceptor's detail is a Denial; the validator's an AcquireResponse.
+	// Both are JSON objects: one struct reads the fields of either.
+	var d struct {
+		Bucket     string              `json:"bucket"`
+		Cost       int64               `json:"cost"`
+		Tokens     int64               `json:"tokens"`
+		RetryAfter time.Duration       `json:"retryAfter"`
+		NextRefill time.Time           `json:"nextRefill"`
+		Results    []workflows.Outcome `json:"results"`
+	}
+	if err := appErr.Details(&d); err != nil || d.Bucket == "" {
+		return Denial{}, false
+	}
+	out := Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}
+	if len(d.Results) > 0 {
+		out.RetryAfter = d.Results[0].RetryAfter
+	}
+	return out, true
+}
