@@ -50,7 +50,7 @@ const leaseMargin = 500 * time.Millisecond
 // reportDelay: tokens the bucket's validator refused are reported in the
 // next accepted batch; when none has carried them for this long, a report
 // signal does, so the bucket's Denied count catches up with what callers saw.
-var reportDelay = 5 * time.Second
+const reportDelay = 5 * time.Second
 
 // DefaultAcquireTimeout bounds an acquire update unless AcquirerOptions.Timeout says otherwise.
 const DefaultAcquireTimeout = 10 * time.Second
@@ -65,6 +65,8 @@ type Acquirer struct {
 	c    Updater
 	opts AcquirerOptions
 	now  func() time.Time // the process's clock; leases are timed on it alone
+	// reportDelay and attemptTimeout, which tests shorten.
+	reportDelay, attemptTimeout time.Duration
 
 	mu      sync.Mutex
 	queues  map[string]*queue // by bucket name
@@ -112,7 +114,7 @@ func NewAcquirer(c Updater, opts AcquirerOptions) (*Acquirer, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Acquirer{c: c, opts: opts, now: time.Now, queues: map[string]*queue{}}, nil
+	return &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, attemptTimeout: attemptTimeout, queues: map[string]*queue{}}, nil
 }
 
 func (o *AcquirerOptions) setDefaults() error {
@@ -220,7 +222,7 @@ func (a *Acquirer) drain(name string, q *queue) {
 			q.inFlight--
 			if q.rejected > 0 && !q.reporting && !a.closed {
 				q.reporting = true
-				time.AfterFunc(reportDelay, func() { a.report(name, q) })
+				time.AfterFunc(a.reportDelay, func() { a.report(name, q) })
 			}
 			a.mu.Unlock()
 			a.senders.Done()
@@ -419,7 +421,7 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 // with backoff up to a tenth of the call's deadline, so short tries keep
 // those retries near 200ms; a try that runs out is sent again under the
 // same update ID, which Temporal answers once.
-var attemptTimeout = 2 * time.Second
+const attemptTimeout = 2 * time.Second
 
 // update runs the acquire update, with the SDK's retries, within the timeout.
 func (a *Acquirer) update(name string, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
@@ -442,7 +444,7 @@ func (a *Acquirer) update(name string, batch workflows.AcquireBatch) (workflows.
 
 // try sends the update once; expired reports that the try ran out of time.
 func (a *Acquirer) try(ctx context.Context, opts client.UpdateWorkflowOptions) (resp workflows.AcquireResponse, expired bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, a.attemptTimeout)
 	defer cancel()
 	h, err := a.c.UpdateWorkflow(ctx, opts)
 	if err == nil {
@@ -460,7 +462,7 @@ func bucketDenial(err error) (workflows.AcquireResponse, bool) {
 		return workflows.AcquireResponse{}, false
 	}
 	var resp workflows.AcquireResponse
-	if !appErr.HasDetails() || appErr.Details(&resp) != nil {
+	if !appErr.HasDetails() || !details(appErr, &resp) {
 		return workflows.AcquireResponse{}, false
 	}
 	return resp, true

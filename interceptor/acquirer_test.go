@@ -303,8 +303,6 @@ func TestNewAcquirerOptions(t *testing.T) {
 }
 
 func TestAcquirerResendsATimedOutTryUnderTheSameUpdateID(t *testing.T) {
-	defer func(d time.Duration) { attemptTimeout = d }(attemptTimeout)
-	attemptTimeout = 20 * time.Millisecond
 	tries := 0
 	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
 	a, _ := NewAcquirer(updaterFunc(func(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
@@ -315,6 +313,7 @@ func TestAcquirerResendsATimedOutTryUnderTheSameUpdateID(t *testing.T) {
 		}
 		return f.UpdateWorkflow(ctx, o)
 	}), AcquirerOptions{Timeout: 5 * time.Second})
+	a.attemptTimeout = 20 * time.Millisecond
 	d, err := a.Acquire(context.Background(), "b", "x", 1)
 	if err != nil || !d.Granted {
 		t.Fatalf("Acquire = %+v, %v", d, err)
@@ -442,12 +441,11 @@ func TestAcquirerRefusesBadRequestIDs(t *testing.T) {
 // Tokens the validator refused reach the bucket's count even when no later
 // batch is accepted to carry them.
 func TestAcquirerReportsRejectionsWhenIdle(t *testing.T) {
-	defer func(d time.Duration) { reportDelay = d }(reportDelay)
-	reportDelay = 20 * time.Millisecond
 	f := &fakeBucket{respond: func(workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 		return workflows.AcquireResponse{}, rateLimited(time.Second)
 	}}
 	a, _ := NewAcquirer(f, AcquirerOptions{})
+	a.reportDelay = 20 * time.Millisecond
 	var seen int64
 	for i := range 5 {
 		d, err := a.Acquire(context.Background(), "b", fmt.Sprint(i), int64(i+1))

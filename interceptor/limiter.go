@@ -96,7 +96,8 @@ func AsDenial(err error) (Denial, bool) {
 		return Denial{}, false
 	}
 	// The interceptor's detail is a Denial; the validator's an AcquireResponse.
-	// Both are JSON objects: one struct reads the fields of either.
+	// Details that came through Temporal are JSON: one struct reads the fields
+	// of either. Details of an error made in this process are Go values.
 	var d struct {
 		Bucket     string              `json:"bucket"`
 		Cost       int64               `json:"cost"`
@@ -105,12 +106,34 @@ func AsDenial(err error) (Denial, bool) {
 		NextRefill time.Time           `json:"nextRefill"`
 		Results    []workflows.Outcome `json:"results"`
 	}
-	if err := appErr.Details(&d); err != nil || d.Bucket == "" {
+	var den Denial
+	var resp workflows.AcquireResponse
+	switch {
+	case details(appErr, &d) && d.Bucket != "":
+		den = Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}
+		if len(d.Results) > 0 {
+			den.RetryAfter = d.Results[0].RetryAfter
+		}
+	case details(appErr, &den) && den.Bucket != "":
+	case details(appErr, &resp) && resp.Bucket != "":
+		den = Denial{Bucket: resp.Bucket, Remaining: resp.Tokens, NextRefill: resp.NextRefill}
+		if len(resp.Results) > 0 {
+			den.RetryAfter = resp.Results[0].RetryAfter
+		}
+	default:
 		return Denial{}, false
 	}
-	out := Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}
-	if len(d.Results) > 0 {
-		out.RetryAfter = d.Results[0].RetryAfter
-	}
-	return out, true
+	return den, true
+}
+
+// details decodes an ApplicationError's first detail into v, reporting
+// whether it could: the SDK panics when a detail made in this process is a
+// Go value of another type than v.
+func details(e *temporal.ApplicationError, v any) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return e.Details(v) == nil
 }
