@@ -104,6 +104,7 @@ interceptor takes a token before each guarded activity.`,
 		newRefillCommand(g),
 		newWorkerCommand(g),
 		newDevCommand(g),
+		newVersionCommand(g),
 	)
 	for _, c := range root.Commands() {
 		if c.Args == nil {

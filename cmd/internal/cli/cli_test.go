@@ -155,3 +155,11 @@ func TestUnreachableTemporal(t *testing.T) {
 		t.Errorf("failing took %v", d)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	r := tb(t, context.Background(), nil, "version")
+	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
+	if r.code != cli.ExitOK || len(lines) != 5 || !strings.HasPrefix(lines[0], "tb ") || !strings.HasPrefix(lines[2], "sdk go.temporal.io/sdk ") || !strings.HasPrefix(lines[4], "go1.") {
+		t.Errorf("tb version: exit %d, %q", r.code, r.out)
+	}
+}
