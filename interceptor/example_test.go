@@ -1,6 +1,7 @@
 package interceptor_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 
@@ -18,6 +19,8 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// Once the worker has stopped: leased tokens go back to their buckets.
+	defer limiter.Close(context.Background())
 	c, err := client.NewLazyClient(client.Options{HostPort: "127.0.0.1:7233"})
 	if err != nil {
 		log.Fatal(err)
