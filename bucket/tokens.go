@@ -23,6 +23,10 @@ const (
 	// further ahead comes from a backfill over a future range or a hand-sent
 	// signal: taking it would push every forecast past it.
 	TickAllowance = 10 * time.Second
+	// MaxLead bounds how far ahead a scheduled refill authorizes the next one
+	// (see [Bucket.Authorize]): a bucket whose ticks are further apart waits
+	// for each tick's own refill, so pausing its Schedule stops it at once.
+	MaxLead = 10 * time.Minute
 	// MaxLeases bounds State.Leases. Beyond it the oldest record is dropped:
 	// a return for it is then ignored, so its unused tokens are lost, never
 	// doubled. An acquirer holds one lease per bucket at a time, so only more
@@ -60,6 +64,10 @@ type State struct {
 	// Ignored counts refills refused: a tick beyond TickAllowance, or an ID
 	// too long to remember.
 	Ignored int64 `json:"ignored,omitempty"`
+	// Until is the latest tick the bucket may apply by itself, when its time
+	// comes, without waiting for that tick's refill: the refill of the tick
+	// before authorized it (see [Bucket.Authorize]). Zero until a refill does.
+	Until time.Time `json:"until,omitzero"`
 }
 
 // A Result is the outcome of one request.
@@ -116,6 +124,9 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 	if err != nil {
 		return err
 	}
+	if nb.sched.String() != b.sched.String() || nb.sched.TimeZone() != b.sched.TimeZone() {
+		nb.Until = time.Time{} // authorized on the old schedule's ticks
+	}
 	*b = *nb
 	return nil
 }
@@ -135,6 +146,12 @@ func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 		b.Ignored = addSat(b.Ignored, 1)
 		return 0
 	}
+	return b.refill(now, tick, amount, true)
+}
+
+// refill applies a refill; measured says whether it arrived from outside (a
+// signal), whose lag after its tick the forecasts learn from.
+func (b *Bucket) refill(now, tick time.Time, amount int64, measured bool) int64 {
 	before := b.Tokens
 	amount = clamp(amount, 0, MaxTokens)
 	late := b.lateSpend(tick)
@@ -144,6 +161,8 @@ func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 	if !tick.IsZero() && tick.After(b.LastTick) {
 		b.LastTick = tick
 		b.trimLateSpend()
+	}
+	if !tick.IsZero() && measured {
 		lag := clamp(now.Sub(tick), 0, MaxRefillLag)
 		if b.RefillLag == 0 {
 			b.RefillLag = lag
@@ -153,6 +172,48 @@ func (b *Bucket) Refill(now, tick time.Time, amount int64) int64 {
 		}
 	}
 	return b.Tokens - before
+}
+
+// Authorize lets the bucket apply the scheduled tick after tick by itself
+// when its time comes (see [Bucket.ApplyDue]), if it is at most MaxLead
+// after tick. The refill workflow of each tick authorizes the next, so a
+// bucket refills exactly on its ticks however late its Schedule starts the
+// refills, as long as each arrives before the tick after it; and pausing the
+// Schedule stops the refills after at most the one tick already authorized.
+func (b *Bucket) Authorize(tick time.Time) {
+	next := b.sched.Next(tick)
+	if !next.IsZero() && next.Sub(tick) <= MaxLead && next.After(b.Until) {
+		b.Until = next
+	}
+}
+
+// ApplyDue applies, as of their ticks, the authorized ticks that now has
+// passed and no refill has applied yet, and returns them.
+func (b *Bucket) ApplyDue(now time.Time) []time.Time {
+	var applied []time.Time
+	for ticks := 0; !b.Until.IsZero() && ticks < maxForecastTicks; ticks++ {
+		next := b.sched.Next(b.tickBase())
+		if next.IsZero() || next.After(b.Until) || next.After(now) {
+			break
+		}
+		b.refill(next, next, b.spec.Amount, false)
+		applied = append(applied, next)
+	}
+	return applied
+}
+
+// Due returns a copy of the bucket with its due authorized ticks applied, for
+// a caller that may not change the bucket (an update validator, a query).
+// It is the bucket itself when no tick is due.
+func (b *Bucket) Due(now time.Time) *Bucket {
+	if next := b.sched.Next(b.tickBase()); b.Until.IsZero() || next.IsZero() || next.After(b.Until) || next.After(now) {
+		return b
+	}
+	c := *b
+	c.Late = slices.Clone(b.Late)
+	c.Leases = slices.Clone(b.Leases)
+	c.ApplyDue(now)
+	return &c
 }
 
 // FutureTick reports whether tick lies beyond now plus TickAllowance: no
@@ -165,11 +226,16 @@ func (b *Bucket) FutureTick(now, tick time.Time) bool {
 // LastTick from the future (which would push every forecast past it) is
 // forgotten, so the next refill sets it again. It reports whether it changed anything.
 func (b *Bucket) Heal(now time.Time) bool {
-	if !b.FutureTick(now, b.LastTick) {
-		return false
+	healed := false
+	if b.FutureTick(now, b.LastTick) {
+		b.LastTick = time.Time{}
+		healed = true
 	}
-	b.LastTick = time.Time{}
-	return true
+	if b.Until.After(now.Add(MaxLead + TickAllowance)) {
+		b.Until = time.Time{}
+		healed = true
+	}
+	return healed
 }
 
 // Check reports whether the first valid request of costs can be granted now,
@@ -364,7 +430,7 @@ func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
 		if nominal.IsZero() {
 			return nominal, nominal
 		}
-		due := nominal.Add(b.expectedLag())
+		due := b.arrival(b.LastTick, nominal)
 		switch late := now.Sub(due); {
 		case late < 0:
 			return nominal, due
@@ -377,7 +443,26 @@ func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
 	if nominal.IsZero() {
 		return nominal, nominal
 	}
-	return nominal, nominal.Add(b.expectedLag())
+	return nominal, b.arrival(time.Time{}, nominal)
+}
+
+// arrival returns when the refill of tick is expected to be applied, prev
+// being the tick before it (zero if unknown). An authorized tick applies on
+// the tick itself; once refills authorize their successors, so does every
+// tick whose predecessor's refill arrives before it. Otherwise a tick waits
+// for its own refill, expectedLag after it.
+func (b *Bucket) arrival(prev, tick time.Time) time.Time {
+	if !b.Until.IsZero() && !tick.After(b.Until) {
+		return tick
+	}
+	lag := b.expectedLag()
+	if !b.Until.IsZero() && !prev.IsZero() && tick.Sub(prev) <= MaxLead {
+		if authorized := prev.Add(lag); authorized.After(tick) {
+			return authorized
+		}
+		return tick
+	}
+	return tick.Add(lag)
 }
 
 // expectedLag is how long after its tick a refill is expected: the smoothed
@@ -398,8 +483,9 @@ func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue 
 			tokens -= costs[queue[0]]
 			waits[queue[0]] = max(arrival.Sub(now), 0)
 		}
+		prev := nominal
 		nominal = b.sched.Next(nominal)
-		arrival = nominal.Add(b.expectedLag())
+		arrival = b.arrival(prev, nominal)
 	}
 	last := NeverRetryAfter
 	if !nominal.IsZero() {

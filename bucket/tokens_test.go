@@ -378,3 +378,48 @@ func TestCountersSaturate(t *testing.T) {
 		t.Errorf("Granted = %d, want it saturated at MaxInt64", b.Granted)
 	}
 }
+
+func TestAuthorizedTicksApplyOnTime(t *testing.T) {
+	b := mustNew(t, Spec{Name: "a", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: ptr(0)})
+	b.Created = t0
+	// The refill of the 1s tick arrives 400ms late, and authorizes the 2s tick.
+	b.Refill(at(1400*time.Millisecond), at(time.Second), 5)
+	b.Authorize(at(time.Second))
+	if !b.Until.Equal(at(2 * time.Second)) {
+		t.Fatalf("Until = %v, want t0+2s", b.Until)
+	}
+	// Before 2s the forecast is the tick itself, no lag.
+	if got := b.NextRefill(at(1500 * time.Millisecond)); !got.Equal(at(2 * time.Second)) {
+		t.Errorf("NextRefill = t0+%v, want the authorized tick t0+2s", got.Sub(t0))
+	}
+	if got := b.ApplyDue(at(1999 * time.Millisecond)); len(got) != 0 {
+		t.Errorf("applied %v before its tick", got)
+	}
+	// At 2s it applies, once; the 3s tick is not authorized yet.
+	if got := b.ApplyDue(at(2001 * time.Millisecond)); len(got) != 1 || !got[0].Equal(at(2*time.Second)) || b.Tokens != 10 {
+		t.Fatalf("ApplyDue at 2.001s = %v, tokens %d; want the 2s tick, 10 tokens", got, b.Tokens)
+	}
+	b.Take(at(2100*time.Millisecond), []int64{10})
+	if got := b.ApplyDue(at(5 * time.Second)); len(got) != 0 || b.Tokens != 0 {
+		t.Errorf("applied %v without authorization (tokens %d)", got, b.Tokens)
+	}
+	// A copy for a validator applies without touching the bucket.
+	b.Authorize(at(2 * time.Second)) // the 2s tick's refill, late
+	d := b.Due(at(3100 * time.Millisecond))
+	if d == b || d.Tokens != 5 || b.Tokens != 0 || !b.LastTick.Equal(at(2*time.Second)) {
+		t.Errorf("Due: copy %d tokens, bucket %d tokens, last tick t0+%v", d.Tokens, b.Tokens, b.LastTick.Sub(t0))
+	}
+	if b.Due(at(2500*time.Millisecond)) != b {
+		t.Error("Due copied a bucket with no tick due")
+	}
+	// A schedule further apart than MaxLead is never authorized ahead.
+	h := mustNew(t, Spec{Name: "h", Schedule: "@hourly", Amount: 5, Maximum: 10})
+	h.Refill(at(time.Second), t0, 5)
+	if h.Authorize(t0); !h.Until.IsZero() {
+		t.Errorf("an hourly tick authorized the next: Until %v", h.Until)
+	}
+	// A new schedule forgets the old one's authorization.
+	if err := b.Reconfigure(Spec{Name: "a", Schedule: "@every 2s", Amount: 5, Maximum: 10}); err != nil || !b.Until.IsZero() {
+		t.Errorf("after a new schedule: Until %v, %v", b.Until, err)
+	}
+}

@@ -193,3 +193,37 @@ func TestLongRequestIDsAreInvalid(t *testing.T) {
 		t.Errorf("results = %+v, %v; want the long ID invalid and the other granted", r.resp.Results, r.rejected)
 	}
 }
+
+// TestRefillsAuthorizeTheNextTick: a scheduled refill lets the bucket apply
+// the next tick by itself, on the tick, however late that tick's own refill
+// comes; that refill then changes nothing but the authorization it carries;
+// and with no more refills (a paused Schedule) the bucket stops after the one
+// tick already authorized.
+func TestRefillsAuthorizeTheNextTick(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 5, Maximum: 20, Initial: new(int64(0))}
+	tick := func(s int) Refill { tk := t0.Add(time.Duration(s) * time.Second); return Refill{ID: tickID(tk), Tick: tk} }
+	var onTick, late *updateResult
+	var afterDup, paused Status
+	h.at(1400*time.Millisecond, func() { h.refill(tick(1)) })
+	h.at(1500*time.Millisecond, func() { h.acquire("u1", req("a", 5)) })
+	h.at(2050*time.Millisecond, func() { onTick = h.acquire("u2", req("b", 5)) }) // the 2s tick's refill has not come
+	h.at(2400*time.Millisecond, func() { h.refill(tick(2)) })                     // it comes late
+	h.at(2500*time.Millisecond, func() { afterDup = h.state() })
+	h.at(2600*time.Millisecond, func() { late = h.acquire("u3", req("c", 1)) })
+	h.at(6500*time.Millisecond, func() { paused = h.state() }) // no refill since the 2s one
+	h.run(BucketInput{Spec: spec}, 7*time.Second)
+
+	if onTick.rejected != nil || !onTick.resp.Results[0].Granted || !onTick.resp.LastRefill.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("acquire just after the 2s tick: %+v %v; want granted from the tick itself", onTick.resp, onTick.rejected)
+	}
+	if afterDup.Tokens != 0 || afterDup.Granted != 10 || !afterDup.Until.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("after the 2s refill came late: %+v; want it applied once (0 tokens), the 3s tick authorized", afterDup.State)
+	}
+	if resp, ok := rateLimited(late.rejected); !ok || resp.Results[0].RetryAfter != 400*time.Millisecond {
+		t.Errorf("denied at 2.6s: %+v; want a retry-after of exactly 400ms, to the authorized 3s tick", resp)
+	}
+	if paused.Tokens != 5 || !paused.LastTick.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("with no refill since 2s: %d tokens, last tick t0+%v; want the 3s tick alone (5 tokens)", paused.Tokens, paused.LastTick.Sub(t0))
+	}
+}

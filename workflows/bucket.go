@@ -183,7 +183,8 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 		return nil
 	}
 	now := workflow.Now(ctx)
-	ok, waits := w.b.Check(now, costs)
+	b := w.b.Due(now) // a validator may not change the bucket: decide on a copy
+	ok, waits := b.Check(now, costs)
 	if ok {
 		return nil
 	}
@@ -197,9 +198,9 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	if valid == 0 {
 		return invalidRequest(outcomes[0].Invalid)
 	}
-	resp := AcquireResponse{Bucket: w.b.Spec().Name, Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill}
+	resp := AcquireResponse{Bucket: b.Spec().Name, Results: outcomes, Tokens: b.Tokens, NextRefill: b.NextRefill(now), LastRefill: b.LastRefill}
 	return temporal.NewApplicationErrorWithOptions(
-		fmt.Sprintf("bucket %q: %d tokens left, next refill expected in %v", w.b.Spec().Name, w.b.Tokens, waits[0].Round(time.Millisecond)),
+		fmt.Sprintf("bucket %q: %d tokens left, next refill expected in %v", b.Spec().Name, b.Tokens, waits[0].Round(time.Millisecond)),
 		ErrRateLimited,
 		temporal.ApplicationErrorOptions{Details: []any{resp}, Category: temporal.ApplicationErrorCategoryBenign})
 }
@@ -208,6 +209,7 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (AcquireResponse, error) {
 	w.updates++
 	now := workflow.Now(ctx)
+	w.applyDue(now)
 	costs, outcomes, _ := w.classify(batch)
 	for i, r := range w.b.Take(now, costs) {
 		switch {
@@ -254,6 +256,7 @@ func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {
 // configure changes amount, maximum and schedule, keeping the tokens (clamped to a lowered maximum).
 func (w *bucketWorkflow) configure(ctx workflow.Context, spec bucket.Spec) (Status, error) {
 	w.updates++
+	w.applyDue(workflow.Now(ctx))
 	if err := w.b.Reconfigure(spec); err != nil {
 		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
 	}
@@ -282,6 +285,7 @@ func (s signals) waiting() bool {
 
 // drain applies every signal waiting.
 func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
+	w.applyDue(workflow.Now(ctx))
 	var r Refill
 	for s.refills.ReceiveAsync(&r) {
 		w.refill(ctx, r)
@@ -305,10 +309,12 @@ func (w *bucketWorkflow) takeBack(ctx workflow.Context, r Return) {
 }
 
 func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
+	now := workflow.Now(ctx)
 	if r.ID != "" && w.in.ticks.has(r.ID) {
+		// Applied already: a retry, or a tick the bucket applied by itself.
+		w.authorize(ctx, now, r.Tick)
 		return
 	}
-	now := workflow.Now(ctx)
 	if len(r.ID) > MaxIDLength || w.b.FutureTick(now, r.Tick) {
 		// No Schedule sends these: a backfill over a future range, or a hand-sent signal.
 		w.b.Ignored++
@@ -322,16 +328,41 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 	}
 	w.b.Refill(now, r.Tick, amount)
 	if r.ID != "" {
-		w.in.ticks.add(r.ID, now)
-		if w.in.ticks.len() > tickIDsKept*5/4 {
-			w.in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
-		}
+		w.rememberTick(r.ID, now)
+	}
+	w.authorize(ctx, now, r.Tick)
+}
+
+// authorize lets the bucket apply the tick after a scheduled tick by itself
+// (bucket.Bucket.Authorize), and applies it if it is due.
+func (w *bucketWorkflow) authorize(ctx workflow.Context, now, tick time.Time) {
+	if tick.IsZero() || w.b.FutureTick(now, tick) || workflow.GetVersion(ctx, changeAuthorizeNext, workflow.DefaultVersion, 1) < 1 {
+		return
+	}
+	w.b.Authorize(tick)
+	w.applyDue(now)
+}
+
+// applyDue applies the authorized ticks now has passed, remembering each
+// under the ID its refill workflow signals, so that refill changes nothing
+// but the authorization it carries.
+func (w *bucketWorkflow) applyDue(now time.Time) {
+	for _, tick := range w.b.ApplyDue(now) {
+		w.rememberTick(tickID(tick), now)
+	}
+}
+
+func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
+	w.in.ticks.add(id, now)
+	if w.in.ticks.len() > tickIDsKept*5/4 {
+		w.in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
 	}
 }
 
 // next returns the input of the next run: this run's whole state.
 func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	now := workflow.Now(ctx)
+	w.applyDue(now)
 	in := w.in
 	st := w.b.State
 	in.State = &st
@@ -342,10 +373,12 @@ func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 }
 
 func (w *bucketWorkflow) status(ctx workflow.Context) Status {
+	now := workflow.Now(ctx)
+	b := w.b.Due(now) // a query may not change the bucket
 	return Status{
-		Spec:       w.b.Spec(),
-		State:      w.b.State,
-		NextRefill: w.b.NextRefill(workflow.Now(ctx)),
+		Spec:       b.Spec(),
+		State:      b.State,
+		NextRefill: b.NextRefill(now),
 		Run:        w.in.run,
 		Updates:    w.updates,
 	}

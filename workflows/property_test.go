@@ -102,8 +102,19 @@ type model struct {
 	supply  int64 // initial tokens plus every token a refill added
 }
 
+// applyDue applies the ticks the bucket may apply by itself, as the
+// workflow does before every step.
+func (m *model) applyDue(now time.Time) {
+	before := m.b.Tokens
+	for _, tick := range m.b.ApplyDue(now) {
+		m.ticks[tickID(tick)] = true
+	}
+	m.supply += m.b.Tokens - before
+}
+
 func (m *model) apply(s step) []bool {
 	now := t0.Add(s.at)
+	m.applyDue(now)
 	switch {
 	case s.refill != nil:
 		if !m.ticks[s.refill.ID] {
@@ -113,6 +124,10 @@ func (m *model) apply(s step) []bool {
 				amount = m.b.Spec().Amount
 			}
 			m.supply += m.b.Refill(now, s.refill.Tick, amount)
+		}
+		if !s.refill.Tick.IsZero() {
+			m.b.Authorize(s.refill.Tick)
+			m.applyDue(now)
 		}
 	case s.configure != nil:
 		if err := m.b.Reconfigure(*s.configure); err != nil {

@@ -21,7 +21,7 @@ var scheduledStartTime = temporal.NewSearchAttributeKeyTime("TemporalScheduledSt
 // completed) is not restarted.
 func RefillWorkflow(ctx workflow.Context, in RefillInput) error {
 	tick := nominalTime(ctx)
-	r := Refill{ID: tick.Format(time.RFC3339), Tick: tick}
+	r := Refill{ID: tickID(tick), Tick: tick}
 	id := BucketID(in.Spec.Name)
 	err := signalBucket(ctx, id, r)
 	var missing *temporal.UnknownExternalWorkflowExecutionError
@@ -70,3 +70,8 @@ func nominalTime(ctx workflow.Context) time.Time {
 	}
 	return info.WorkflowStartTime.UTC().Truncate(time.Second)
 }
+
+// tickID is the ID of the refill of a scheduled tick: its nominal time in
+// UTC, to the second. The refill workflow signals it, and a bucket applying
+// an authorized tick by itself remembers it, so each tick is applied once.
+func tickID(tick time.Time) string { return tick.UTC().Format(time.RFC3339) }

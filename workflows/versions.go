@@ -15,4 +15,8 @@ const (
 	// the server's clock with its own. Before it, the answer carried NextTick
 	// only; a borrower given no LeaseFor gives the lease back at once.
 	changeLeaseFor = "lease-for"
+	// changeAuthorizeNext: a scheduled refill authorizes the bucket to apply
+	// the next tick by itself when its time comes (bucket.Bucket.Authorize).
+	// Before it, every tick waited for its own refill.
+	changeAuthorizeNext = "authorize-next"
 )
