@@ -202,7 +202,10 @@ func TestLongRequestIDsAreInvalid(t *testing.T) {
 func TestRefillsAuthorizeTheNextTick(t *testing.T) {
 	h := newHarness(t)
 	spec := bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 5, Maximum: 20, Initial: new(int64(0))}
-	tick := func(s int) Refill { tk := t0.Add(time.Duration(s) * time.Second); return Refill{ID: tickID(tk), Tick: tk} }
+	tick := func(s int) Refill {
+		tk := t0.Add(time.Duration(s) * time.Second)
+		return Refill{ID: tickID(tk), Tick: tk}
+	}
 	var onTick, late *updateResult
 	var afterDup, paused Status
 	h.at(1400*time.Millisecond, func() { h.refill(tick(1)) })
