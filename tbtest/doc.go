@@ -29,8 +29,9 @@
 // In both, set the interceptor's MaxWait negative. A denial shorter than
 // MaxWait is waited out inside the activity in real time, while the clock
 // the Limiter reads stands still until the activity ends, so every ask is
-// denied again until the activity's deadline nears: minutes, in real time. A
-// negative MaxJitter makes NextRetryDelay, and in the workflow environment the
+// denied again until the activity's deadline nears: its StartToCloseTimeout
+// in real time, 10 minutes by default in TestActivityEnvironment. A negative
+// MaxJitter makes NextRetryDelay, and in the workflow environment the
 // retries, fall exactly on the refills.
 //
 // TestWorkflowEnvironment gives an activity whose retry policy says

@@ -26,7 +26,10 @@ import (
 // denied request is told to come back exactly at the tick that brings its
 // tokens. Each Acquire is decided alone, as an acquire update carrying one
 // request: its RetryAfter counts the bucket's refills, not other callers
-// waiting. An id once granted is remembered for the Limiter's life.
+// waiting. (In production, callers asking at once share one update, and
+// those behind the first denied one are told later refills; here callers
+// denied together are all told the first refill, and come back together.)
+// An id once granted is remembered for the Limiter's life.
 //
 // A Limiter is safe for concurrent use.
 type Limiter struct {
