@@ -34,6 +34,12 @@
 // MaxJitter makes NextRetryDelay, and in the workflow environment the
 // retries, fall exactly on the refills.
 //
+// Make one Limiter for each test environment. tb names a request after its
+// workflow, run, activity ID and attempt, and every test environment uses the
+// same workflow and run IDs and numbers activities from the start, so a
+// Limiter shared by two environments takes the second one's first call for a
+// retry of the first one's, and grants it without taking a token.
+//
 // TestWorkflowEnvironment gives an activity whose retry policy says
 // MaximumAttempts 0 (unlimited, as tb recommends) 10 attempts, so a call
 // denied 10 times fails there with its RateLimited error, although in
