@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -84,7 +85,33 @@ type queue struct {
 	rejected  int64
 	reporting bool // a report of rejected is due
 	lease     lease
+
+	// The bucket refused the first request of the latest batch: until quiet,
+	// it holds at most quietTokens for this process's callers, and a caller
+	// asking for more is refused here, without an update (see enqueue).
+	quiet       time.Time
+	quietTokens int64
+	quietAnswer Decision
+	// spread is how far apart this process's updates to the bucket start
+	// after a quiet spell ends, or after an update that met congestion: the
+	// processes of a fleet, all told to come back at the same refill, then
+	// reach the bucket spread out instead of at once. It doubles when an
+	// update is slow (more than congested after rtt, the smoothed round trip
+	// of the quick ones) and shrinks by spreadStep with each quick one.
+	spread    time.Duration
+	rtt       time.Duration
+	congested bool
 }
+
+// Pacing of a bucket's updates from one process; see queue.spread.
+const (
+	spreadStep = 5 * time.Millisecond
+	maxSpread  = time.Second
+	// An update is congested when it takes more than congestedAfter and
+	// more than congestedRTTs times the smoothed round trip.
+	congestedAfter = 50 * time.Millisecond
+	congestedRTTs  = 4
+)
 
 // A lease is tokens lent to this process, handed out until until.
 type lease struct {
@@ -179,10 +206,23 @@ func (a *Acquirer) enqueue(name string, c *call) {
 		q = &queue{}
 		a.queues[name] = q
 	}
-	if l := &q.lease; l.tokens >= c.req.Cost && a.now().Before(l.until) {
+	now := a.now()
+	if l := &q.lease; l.tokens >= c.req.Cost && now.Before(l.until) {
 		l.tokens -= c.req.Cost
 		d := l.bucket
 		d.Granted = true
+		a.mu.Unlock()
+		c.done <- outcome{d: d}
+		return
+	}
+	if now.Before(q.quiet) && c.req.Cost > q.quietTokens {
+		// The bucket said, moments ago, that it holds too few until then.
+		d := q.quietAnswer
+		d.RetryAfter = q.quiet.Sub(now)
+		q.rejected += c.req.Cost // the next batch reports it, or a report
+		if q.inFlight == 0 {
+			a.reportLater(name, q)
+		}
 		a.mu.Unlock()
 		c.done <- outcome{d: d}
 		return
@@ -220,13 +260,15 @@ func (a *Acquirer) drain(name string, q *queue) {
 		n := min(len(q.pending), a.opts.MaxBatch)
 		if n == 0 {
 			q.inFlight--
-			if q.rejected > 0 && !q.reporting && !a.closed {
-				q.reporting = true
-				time.AfterFunc(a.reportDelay, func() { a.report(name, q) })
-			}
+			a.reportLater(name, q)
 			a.mu.Unlock()
 			a.senders.Done()
 			return
+		}
+		if delay := q.pace(a.now()); delay > 0 {
+			a.mu.Unlock()
+			<-time.After(delay) // pacing the updates; callers arriving meanwhile join the batch
+			continue
 		}
 		batch := q.pending[:n:n]
 		q.pending = append([]*call(nil), q.pending[n:]...)
@@ -240,9 +282,15 @@ func (a *Acquirer) drain(name string, q *queue) {
 		a.mu.Unlock()
 
 		sent := a.now()
-		resp, lent, unreported := a.send(name, batch, rejected, borrow)
+		resp, lent, unreported, refusedFor := a.send(name, batch, rejected, borrow)
 		a.mu.Lock()
 		q.rejected += unreported
+		q.measure(a.now().Sub(sent))
+		if refusedFor > 0 {
+			q.quiet = sent.Add(refusedFor)
+			q.quietTokens = resp.Tokens
+			q.quietAnswer = Decision{Remaining: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}
+		}
 		if borrow != nil {
 			q.lease.requested = false
 			if lent {
@@ -250,6 +298,44 @@ func (a *Acquirer) drain(name string, q *queue) {
 			}
 		}
 		a.mu.Unlock()
+	}
+}
+
+// pace returns how long to wait before sending the next batch: a random part
+// of spread after a quiet spell ends or after a congested update. q's Acquirer's mu is held.
+func (q *queue) pace(now time.Time) time.Duration {
+	wake := !q.quiet.IsZero() && !now.Before(q.quiet)
+	if !wake && !q.congested {
+		return 0
+	}
+	q.quiet, q.congested = time.Time{}, false
+	if q.spread <= 0 {
+		return 0
+	}
+	return rand.N(q.spread)
+}
+
+// measure adapts spread to how long an update took.
+func (q *queue) measure(d time.Duration) {
+	if d > congestedAfter && d > congestedRTTs*q.rtt {
+		q.congested = true
+		q.spread = min(2*q.spread+2*spreadStep, maxSpread)
+		return
+	}
+	q.spread = max(q.spread-spreadStep, 0)
+	if q.rtt == 0 {
+		q.rtt = d
+	} else {
+		q.rtt = (7*q.rtt + d) / 8
+	}
+}
+
+// reportLater arranges for the rejected tokens no batch carries to be
+// reported after reportDelay. a.mu must be held.
+func (a *Acquirer) reportLater(name string, q *queue) {
+	if q.rejected > 0 && !q.reporting && !a.closed {
+		q.reporting = true
+		time.AfterFunc(a.reportDelay, func() { a.report(name, q) })
 	}
 }
 
@@ -373,10 +459,11 @@ func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.Acquire
 
 // send sends one acquire update, with borrow (a lease request) last if not
 // nil, and answers every call in it. It returns the bucket's answer, whether
-// it lent the lease, and the number of rejected tokens still to report: those
+// it lent the lease, the number of rejected tokens still to report (those
 // it was given, unless the update was accepted, plus any the validator
-// turned away now.
-func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64) {
+// turned away now), and, when the bucket refused the batch's first valid
+// request, how long that request was told to wait.
+func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64, refusedFor time.Duration) {
 	reqs := make([]workflows.AcquireRequest, len(batch), len(batch)+1)
 	for i, c := range batch {
 		reqs[i] = c.req
@@ -410,10 +497,13 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 				continue
 			}
 			d.Granted, d.RetryAfter = r.Granted, r.RetryAfter
+			if first := refusedFor == 0 && !r.Granted; first {
+				refusedFor = max(r.RetryAfter, minRetryDelay)
+			}
 		}
 		c.done <- outcome{d: d}
 	}
-	return resp, lent, unreported
+	return resp, lent, unreported, refusedFor
 }
 
 // attemptTimeout bounds one try of an acquire update. The SDK retries a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,16 +206,17 @@ func TestAcquirerDenialsAndReportedRejections(t *testing.T) {
 	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 		calls++
 		if calls == 1 {
-			return workflows.AcquireResponse{}, rateLimited(700 * time.Millisecond)
+			return workflows.AcquireResponse{}, temporal.NewApplicationErrorWithOptions("too few", workflows.ErrRateLimited, temporal.ApplicationErrorOptions{
+				Details: []any{workflows.AcquireResponse{Tokens: 2, NextRefill: time.Unix(100, 0), Results: []workflows.Outcome{{RetryAfter: 700 * time.Millisecond}}}}})
 		}
 		return grantAll(b)
 	}}
 	a, _ := NewAcquirer(f, AcquirerOptions{})
-	d, err := a.Acquire(context.Background(), "b", "x", 3)
+	d, err := a.Acquire(context.Background(), "b", "x", 3) // the bucket holds 2
 	if err != nil || d.Granted || d.RetryAfter != 700*time.Millisecond || !d.NextRefill.Equal(time.Unix(100, 0)) {
 		t.Fatalf("denied acquire = %+v, %v; want not granted, retry after 700ms", d, err)
 	}
-	if d, err := a.Acquire(context.Background(), "b", "y", 1); err != nil || !d.Granted {
+	if d, err := a.Acquire(context.Background(), "b", "y", 1); err != nil || !d.Granted { // 1 of the 2: asked of the bucket
 		t.Fatalf("second acquire = %+v, %v", d, err)
 	}
 	if got := f.sent()[1].Rejected; got != 3 {
@@ -479,4 +481,42 @@ func TestAcquirerReportsRejectionsWhenIdle(t *testing.T) {
 		}
 		return n == seen+1
 	})
+}
+
+// Once the bucket refused this process's first request, callers asking for
+// more than it holds are refused here until the refill it named, with no
+// update; then one batch carries them all, and reports those refusals.
+func TestAcquirerRefusesLocallyUntilTheRefill(t *testing.T) {
+	var calls atomic.Int64
+	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		if calls.Add(1) == 1 {
+			return workflows.AcquireResponse{}, rateLimited(300 * time.Millisecond)
+		}
+		return grantAll(b)
+	}}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	a.reportDelay = time.Hour // reported by the next batch
+	start := time.Now()
+	if d, err := a.Acquire(context.Background(), "b", "first", 1); err != nil || d.Granted {
+		t.Fatalf("first acquire: %+v, %v", d, err)
+	}
+	var denied int64
+	for i := range 10 {
+		d, err := a.Acquire(context.Background(), "b", fmt.Sprint("local-", i), 2)
+		if err != nil || d.Granted || d.RetryAfter <= 0 || d.RetryAfter > 300*time.Millisecond || !d.NextRefill.Equal(time.Unix(100, 0)) {
+			t.Fatalf("acquire %d in the quiet spell: %+v, %v; want refused until the refill, here", i, d, err)
+		}
+		denied += 2
+	}
+	if n := len(f.sent()); n != 1 || time.Since(start) > 250*time.Millisecond {
+		t.Fatalf("%d updates in the quiet spell (%v), want the first alone", n, time.Since(start))
+	}
+	// After the refill the bucket is asked again, and told of the refusals.
+	waitFor(t, "the refill the bucket named", func() bool { return time.Since(start) > 300*time.Millisecond })
+	if d, err := a.Acquire(context.Background(), "b", "after", 1); err != nil || !d.Granted {
+		t.Fatalf("acquire after the refill: %+v, %v", d, err)
+	}
+	if b := f.sent(); len(b) != 2 || b[1].Rejected != 1+denied {
+		t.Errorf("batches %+v; want a second one reporting %d refused tokens", b, 1+denied)
+	}
 }

@@ -1,0 +1,108 @@
+package e2e_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/log"
+
+	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/cmd/internal/testserver"
+	"github.com/tokenbucket/tb/interceptor"
+)
+
+// TestFleetOnOneBucket: 16 processes (separate clients, each with its own
+// Acquirer) × 4 callers on one bucket granting 20 tokens a second, for 10 s:
+// more processes than the 10 Updates Temporal serves in flight per workflow.
+// No refill is over-granted, no caller gets an error, and every acquire is
+// answered quickly: the acquirers keep the bucket's Updates under the limit
+// between them.
+func TestFleetOnOneBucket(t *testing.T) {
+	const (
+		processes = 16
+		callers   = 4
+		run       = 10 * time.Second
+		p99Bound  = time.Second
+	)
+	s := testserver.NewServer(t)
+	spec := bucket.Spec{Name: "fleet", Schedule: "@every 1s", Amount: 20, Maximum: 20}
+	s.Sync(t, spec)
+	exhausted := newExhaustedCounter()
+	ctx, cancel := context.WithTimeout(context.Background(), run)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		lat     []time.Duration
+		windows = map[time.Time]int64{}
+		errs    []error
+		granted int64
+		wg      sync.WaitGroup
+	)
+	begin := time.Now()
+	for p := range processes {
+		c := s.NewClientWithOptions(client.Options{Logger: log.NewStructuredLogger(slog.New(slog.DiscardHandler)), MetricsHandler: exhausted})
+		acq, err := interceptor.NewAcquirer(c, interceptor.AcquirerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range callers {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					start := time.Now()
+					d, err := acq.Acquire(ctx, spec.Name, fmt.Sprintf("p%d-c%d-%d", p, k, i), 1)
+					if ctx.Err() != nil {
+						return
+					}
+					mu.Lock()
+					lat = append(lat, time.Since(start))
+					switch {
+					case err != nil:
+						errs = append(errs, err)
+					case d.Granted:
+						windows[d.LastRefill]++
+						granted++
+					}
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+					if !d.Granted {
+						select { // a denied caller comes back when the bucket says
+						case <-ctx.Done():
+							return
+						case <-time.After(d.RetryAfter):
+						}
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(begin)
+	if len(errs) > 0 {
+		t.Errorf("%d caller errors, the first: %v", len(errs), errors.Join(errs[0]))
+	}
+	for w, n := range windows {
+		if n > spec.Maximum {
+			t.Errorf("%d grants drew on the refill of %s; it holds %d", n, w.Format("15:04:05.000"), spec.Maximum)
+		}
+	}
+	slices.Sort(lat)
+	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+	supply := spec.Maximum + int64(elapsed/time.Second)*spec.Amount
+	t.Logf("%d acquires, p50 %v, p99 %v; %d of ~%d tokens granted (%.0f%%); ResourceExhausted %v",
+		len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond), granted, supply, 100*float64(granted)/float64(supply), exhausted.snapshot())
+	if p99 > p99Bound {
+		t.Errorf("acquire p99 %v, want at most %v", p99, p99Bound)
+	}
+	if granted < supply*7/10 {
+		t.Errorf("%d of ~%d tokens granted; want at least 70%%", granted, supply)
+	}
+}
