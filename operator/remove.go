@@ -96,7 +96,7 @@ func (s *syncer) remove(ctx context.Context, r removal) Change {
 		return ch
 	}
 	ch.Schedule = Deleted
-	if s.opts.DryRun {
+	if s.dryRun {
 		return ch
 	}
 	if err := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(r.name)).Delete(ctx); err != nil {
@@ -126,7 +126,7 @@ func (s *syncer) bucketRunning(ctx context.Context, name string) (bool, string, 
 // retire update, which needs a worker there: it fails at once when the
 // server knows of none, and after retireTimeout when none answers.
 func (s *syncer) retire(ctx context.Context, name, queue string) error {
-	if s.opts.DryRun {
+	if s.dryRun {
 		return nil
 	}
 	if s.unpolled(ctx, queue) {

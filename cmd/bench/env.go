@@ -94,7 +94,7 @@ func (e *env) startBucket(ctx context.Context, spec bucket.Spec, maxUpdatesPerRu
 
 // sync creates buckets with their refill Schedules.
 func (e *env) sync(ctx context.Context, specs ...bucket.Spec) error {
-	_, err := operator.Sync(ctx, e.c, &bucket.Config{Buckets: specs}, operator.Options{})
+	_, err := operator.Apply(ctx, e.c, &bucket.Config{Buckets: specs}, operator.Options{})
 	return err
 }
 

@@ -137,7 +137,7 @@ func relSync(t *testing.T, c client.Client, specs ...bucket.Spec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := operator.Sync(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
+	if _, err := operator.Apply(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -33,7 +33,7 @@ func TestRestartAfterAnInterruptedRescue(t *testing.T) {
 	id := workflows.BucketID("api")
 	sync := func(spec bucket.Spec) operator.Change {
 		t.Helper()
-		changes, err := operator.Sync(ctx, c, &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{})
+		changes, err := operator.Apply(ctx, c, &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{})
 		if err != nil || len(changes) != 1 {
 			t.Fatalf("sync: %+v %v", changes, err)
 		}

@@ -56,7 +56,7 @@ func TestConcurrentSyncs(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				<-start
-				changes, err := operator.Sync(ctx, c, cfg, operator.Options{})
+				changes, err := operator.Apply(ctx, c, cfg, operator.Options{})
 				results <- result{changes, err}
 			}()
 		}
@@ -100,7 +100,7 @@ func TestSyncWithACodec(t *testing.T) {
 	defer cancel()
 	sync := func(specs ...bucket.Spec) map[string][2]operator.Action {
 		t.Helper()
-		changes, err := operator.Sync(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{DataConverter: dc})
+		changes, err := operator.Apply(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{DataConverter: dc})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,7 +47,7 @@ func (s *Server) Sync(t testing.TB, specs ...bucket.Spec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := operator.Sync(ctx, s.Client, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
+	if _, err := operator.Apply(ctx, s.Client, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }
