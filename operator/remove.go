@@ -9,7 +9,6 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/tokenbucket/tb/workflows"
@@ -43,21 +42,13 @@ func (s *syncer) removed(ctx context.Context, want map[string]bool) ([]removal, 
 			found[name] = true
 		}
 	}
-	query := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", workflows.BucketWorkflowType)
-	var token []byte
-	for {
-		resp, err := s.c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: query, PageSize: 1000, NextPageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range resp.GetExecutions() {
-			name, ok := strings.CutPrefix(e.GetExecution().GetWorkflowId(), workflows.BucketIDPrefix)
-			if _, listed := found[name]; ok && !want[name] && !listed {
-				found[name] = false
-			}
-		}
-		if token = resp.GetNextPageToken(); len(token) == 0 {
-			break
+	names, err := running(ctx, s.c)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		if _, listed := found[name]; !want[name] && !listed {
+			found[name] = false
 		}
 	}
 	gone := make([]removal, 0, len(found))

@@ -98,16 +98,9 @@ func (e *env) sync(ctx context.Context, specs ...bucket.Spec) error {
 	return err
 }
 
+// state reads a bucket's state with operator.State.
 func (e *env) state(ctx context.Context, name string) (workflows.Status, error) {
-	var st workflows.Status
-	v, err := e.c.QueryWorkflow(ctx, workflows.BucketID(name), "", workflows.StateQuery)
-	if err == nil {
-		err = v.Get(&st)
-	}
-	if err != nil {
-		return st, fmt.Errorf("bucket %s: %w", name, err)
-	}
-	return st, nil
+	return operator.State(ctx, e.c, name)
 }
 
 func (e *env) close() {

@@ -77,10 +77,8 @@ func TestRestartAfterAnInterruptedRescue(t *testing.T) {
 	}
 	var st workflows.Status
 	eventually(t, func() (bool, string) {
-		v, err := c.QueryWorkflow(ctx, id, "", workflows.StateQuery)
-		if err == nil {
-			err = v.Get(&st)
-		}
+		var err error
+		st, err = operator.State(ctx, c, "api")
 		return err == nil, fmt.Sprintf("the restarted bucket does not answer: %v", err)
 	})
 	desc, err := c.DescribeWorkflowExecution(ctx, id, "")

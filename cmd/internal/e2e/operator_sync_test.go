@@ -131,11 +131,7 @@ func TestSyncWithACodec(t *testing.T) {
 		t.Errorf("reconfiguring a: %v", got)
 	}
 	testserver.Eventually(t, 10*time.Second, func() (bool, string) {
-		v, err := c.QueryWorkflow(ctx, workflows.BucketID("a"), "", workflows.StateQuery)
-		var st workflows.Status
-		if err == nil {
-			err = v.Get(&st)
-		}
+		st, err := operator.State(ctx, c, "a")
 		return err == nil && st.Spec.Maximum == 20 && st.Tokens == 5, fmt.Sprintf("a: %+v %v", st, err)
 	})
 	if got := sync(a, b); got["a"] != unchanged {
