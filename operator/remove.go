@@ -9,7 +9,6 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/tokenbucket/tb/workflows"
@@ -43,21 +42,13 @@ func (s *syncer) removed(ctx context.Context, want map[string]bool) ([]removal, 
 			found[name] = true
 		}
 	}
-	query := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", workflows.BucketWorkflowType)
-	var token []byte
-	for {
-		resp, err := s.c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: query, PageSize: 1000, NextPageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range resp.GetExecutions() {
-			name, ok := strings.CutPrefix(e.GetExecution().GetWorkflowId(), workflows.BucketIDPrefix)
-			if _, listed := found[name]; ok && !want[name] && !listed {
-				found[name] = false
-			}
-		}
-		if token = resp.GetNextPageToken(); len(token) == 0 {
-			break
+	names, err := running(ctx, s.c)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		if _, listed := found[name]; !want[name] && !listed {
+			found[name] = false
 		}
 	}
 	gone := make([]removal, 0, len(found))
@@ -96,7 +87,7 @@ func (s *syncer) remove(ctx context.Context, r removal) Change {
 		return ch
 	}
 	ch.Schedule = Deleted
-	if s.opts.DryRun {
+	if s.dryRun {
 		return ch
 	}
 	if err := s.c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(r.name)).Delete(ctx); err != nil {
@@ -126,7 +117,7 @@ func (s *syncer) bucketRunning(ctx context.Context, name string) (bool, string, 
 // retire update, which needs a worker there: it fails at once when the
 // server knows of none, and after retireTimeout when none answers.
 func (s *syncer) retire(ctx context.Context, name, queue string) error {
-	if s.opts.DryRun {
+	if s.dryRun {
 		return nil
 	}
 	if s.unpolled(ctx, queue) {

@@ -1,6 +1,3 @@
-// Package schedules makes a namespace's refill Schedules and bucket workflows
-// match a buckets.yaml: it creates, updates and removes what tb owns, and
-// leaves everything else alone.
 package operator
 
 import (
@@ -9,7 +6,8 @@ import (
 	"github.com/tokenbucket/tb/bucket"
 )
 
-// Spec returns the Temporal ScheduleSpec that fires at s.Next's instants.
+// Spec returns the Temporal ScheduleSpec that fires at s.Next's instants: the
+// spec Apply gives a bucket's refill Schedule.
 func Spec(s *bucket.Schedule) client.ScheduleSpec {
 	if every := s.Every(); every > 0 {
 		return client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}}

@@ -33,21 +33,21 @@ const (
 	reconfigureTimeout = 30 * time.Second
 )
 
-// Options configure Sync. The zero value is ready to use.
+// Options configure Plan and Apply. The zero value is ready to use.
 type Options struct {
 	// TaskQueue is where refill and bucket workflows run when their spec names
-	// no task queue. Default workflows.TaskQueue.
+	// no task queue. Default workflows.TaskQueue ("tb").
 	TaskQueue string
-	// DryRun computes the changes without making them.
-	DryRun bool
-	// Retire ends the bucket workflows of buckets no longer in the file. Without
-	// it their Schedules are deleted and the workflows keep their tokens.
+	// Retire ends the bucket workflows of buckets no longer in the config,
+	// tokens and all. Default false: their refill Schedules are deleted and
+	// their workflows keep running, reported Kept, until an Apply with Retire.
 	Retire bool
 	// DeleteAll lets a config with no buckets delete every refill Schedule tb
-	// owns (and, with Retire, end every bucket workflow). Without it Sync takes
-	// such a config for a mistake and returns an *EmptyConfigError.
+	// owns (and, with Retire, end every bucket workflow). Default false: such
+	// a config is taken for a mistake, and Plan and Apply return an
+	// *EmptyConfigError.
 	DeleteAll bool
-	// Concurrency bounds the buckets synced at once. Default 8.
+	// Concurrency bounds the buckets handled at once. Default 8.
 	Concurrency int
 	// DataConverter reads the memos, Schedule arguments and workflow inputs tb
 	// wrote: give the one the client uses (with its codec, if any). Default
@@ -55,7 +55,7 @@ type Options struct {
 	DataConverter converter.DataConverter
 }
 
-// EmptyConfigError is Sync's refusal of a config with no buckets, which would
+// EmptyConfigError is the refusal of a config with no buckets, which would
 // delete everything tb owns in the namespace, when Options.DeleteAll is not set.
 type EmptyConfigError struct {
 	// Buckets lists, sorted, the buckets tb owns that the sync would remove.
@@ -67,40 +67,79 @@ func (e *EmptyConfigError) Error() string {
 		len(e.Buckets), strings.Join(e.Buckets, ", "))
 }
 
-// An Action is what Sync did, or in a dry run would do, to a Schedule or a bucket workflow.
+// An Action is what Apply did, or what Plan says Apply would do, to a
+// bucket's refill Schedule or to its workflow.
 type Action string
 
 const (
+	// Unchanged: it already matched the config.
 	Unchanged Action = "unchanged"
-	Created   Action = "created"
-	Updated   Action = "updated"
-	Deleted   Action = "deleted"
-	Retired   Action = "retired"
-	Kept      Action = "kept" // a removed bucket's workflow, left running without --retire
+	// Created: it did not exist, and was created.
+	Created Action = "created"
+	// Updated: it differed from the config, and was changed to match; a
+	// bucket workflow keeps its tokens (capped at a lowered maximum).
+	Updated Action = "updated"
+	// Deleted: the refill Schedule of a bucket no longer in the config was deleted.
+	Deleted Action = "deleted"
+	// Retired: the workflow of a bucket no longer in the config was ended (Options.Retire).
+	Retired Action = "retired"
+	// Kept: the workflow of a bucket no longer in the config was left running (no Options.Retire).
+	Kept Action = "kept"
 )
 
-// A Change reports one bucket.
+// A Change reports what Apply did, or what Plan says it would do, to one bucket.
 type Change struct {
-	Bucket   string `json:"bucket"`
+	// Bucket is the bucket's name.
+	Bucket string `json:"bucket"`
+	// Schedule and Workflow say what was done to the bucket's refill Schedule
+	// and to its workflow: "" for nothing (it has none, or a step failed first).
 	Schedule Action `json:"schedule,omitempty"`
 	Workflow Action `json:"workflow,omitempty"`
 	// Details says what differs, e.g. "amount 5 → 10".
 	Details string `json:"details,omitempty"`
-	// Warnings are problems that did not stop the sync, e.g. a task queue no worker polls.
+	// Warnings are problems that did not stop the change, e.g. a task queue no worker polls.
 	Warnings []string `json:"warnings,omitempty"`
-	Err      error    `json:"-"`
+	// Err is why the bucket could not be brought in line with the config; nil if it was.
+	Err error `json:"-"`
 }
 
-// Sync makes the namespace's refill Schedules and bucket workflows match cfg:
-// it creates what is missing, updates what changed (a bucket keeps its
-// tokens, and moves to the task queue its spec names), and deletes the
-// Schedules tb owns whose bucket left the file. It leaves alone every
-// Schedule it did not create. Running it again changes nothing. A config
-// with no buckets removes anything only with Options.DeleteAll.
+// Plan reports what Apply would do with the same arguments, changing
+// nothing: its Changes say Created, Updated, Deleted or Retired of what Apply
+// would create, update, delete or retire, and carry the warnings and the
+// failures Apply would meet reading the namespace (a Schedule tb did not
+// create, say). It returns what Apply returns for an invalid or empty config.
+func Plan(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options) ([]Change, error) {
+	return run(ctx, c, cfg, opts, true)
+}
+
+// Apply makes the namespace's refill Schedules and bucket workflows match
+// cfg, as tb sync-schedules does; run it at deploy time, after the tb
+// workers. It creates what is missing, updates what changed (a bucket keeps
+// its tokens, and moves to the task queue its spec names), and deletes the
+// refill Schedules tb owns whose bucket left cfg (with Options.Retire, it
+// ends their workflows first). It leaves alone every Schedule it did not
+// create. Running it again changes nothing, and two Applys at once both
+// succeed. A config with no buckets removes anything only with
+// Options.DeleteAll.
 //
-// It returns one Change per bucket, sorted by name, whatever failed; the error
-// joins every failure, each naming its bucket.
-func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options) ([]Change, error) {
+// Creating a bucket needs no worker. Updating, moving or retiring a running
+// one needs a worker on the task queue it runs on now: without one, Apply
+// fails for that bucket after 30 s, naming the queue.
+//
+// cfg is checked first, as bucket.Load checks a file: an invalid spec (a
+// bucket.ValidationError naming each bucket and field), a name declared twice
+// or an invalid Options.TaskQueue changes nothing. Otherwise Apply returns one
+// Change per bucket, sorted by name, whatever failed; the error joins every
+// failure, each naming its bucket.
+func Apply(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options) ([]Change, error) {
+	return run(ctx, c, cfg, opts, false)
+}
+
+// run is Apply, or with dryRun Plan.
+func run(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options, dryRun bool) ([]Change, error) {
+	if err := check(c, cfg, opts); err != nil {
+		return nil, err
+	}
 	if opts.TaskQueue == "" {
 		opts.TaskQueue = workflows.TaskQueue
 	}
@@ -110,7 +149,7 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 	if opts.DataConverter == nil {
 		opts.DataConverter = converter.GetDefaultDataConverter()
 	}
-	s := &syncer{c: c, opts: opts, unpolledQueues: map[string]bool{}}
+	s := &syncer{c: c, opts: opts, dryRun: dryRun, unpolledQueues: map[string]bool{}}
 
 	want := map[string]bool{}
 	jobs := make([]func() Change, 0, len(cfg.Buckets))
@@ -166,8 +205,9 @@ func Sync(ctx context.Context, c client.Client, cfg *bucket.Config, opts Options
 }
 
 type syncer struct {
-	c    client.Client
-	opts Options
+	c      client.Client
+	opts   Options
+	dryRun bool // for Plan: read everything, change nothing
 
 	mu             sync.Mutex
 	unpolledQueues map[string]bool // task queue → whether the server says no worker polls it
@@ -268,7 +308,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 		case errors.As(err, &notFound):
 		case err != nil:
 			return "", details, err
-		case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED && !restarted && !s.opts.DryRun:
+		case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED && !restarted && !s.dryRun:
 			// A sync that ended a stranded run and failed before starting its
 			// successor: start it now, from that run's input, not afresh.
 			info := desc.WorkflowExecutionInfo
@@ -301,7 +341,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 			if details == "" {
 				details = diff(current, spec)
 			}
-			if s.opts.DryRun {
+			if s.dryRun {
 				return Updated, details, nil
 			}
 			if current.TaskQueue != spec.TaskQueue && !restarted && s.unpolled(ctx, current.TaskQueue) {
@@ -314,7 +354,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 			}
 			return Updated, details, s.configure(ctx, spec, current.TaskQueue)
 		}
-		if s.opts.DryRun {
+		if s.dryRun {
 			return Created, "", nil
 		}
 		err = s.start(ctx, workflows.BucketInput{Spec: spec})
@@ -387,7 +427,7 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 		desc, err := h.Describe(ctx)
 		var notFound *serviceerror.NotFound
 		if errors.As(err, &notFound) {
-			if s.opts.DryRun {
+			if s.dryRun {
 				return Created, "", nil
 			}
 			_, err := s.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
@@ -423,7 +463,7 @@ func (s *syncer) ensureSchedule(ctx context.Context, spec bucket.Spec) (Action, 
 			return Unchanged, "", nil
 		}
 		details := diff(current, spec)
-		if s.opts.DryRun {
+		if s.dryRun {
 			return Updated, details, nil
 		}
 		err = h.Update(ctx, client.ScheduleUpdateOptions{

@@ -94,20 +94,13 @@ func (e *env) startBucket(ctx context.Context, spec bucket.Spec, maxUpdatesPerRu
 
 // sync creates buckets with their refill Schedules.
 func (e *env) sync(ctx context.Context, specs ...bucket.Spec) error {
-	_, err := operator.Sync(ctx, e.c, &bucket.Config{Buckets: specs}, operator.Options{})
+	_, err := operator.Apply(ctx, e.c, &bucket.Config{Buckets: specs}, operator.Options{})
 	return err
 }
 
+// state reads a bucket's state with operator.State.
 func (e *env) state(ctx context.Context, name string) (workflows.Status, error) {
-	var st workflows.Status
-	v, err := e.c.QueryWorkflow(ctx, workflows.BucketID(name), "", workflows.StateQuery)
-	if err == nil {
-		err = v.Get(&st)
-	}
-	if err != nil {
-		return st, fmt.Errorf("bucket %s: %w", name, err)
-	}
-	return st, nil
+	return operator.State(ctx, e.c, name)
 }
 
 func (e *env) close() {

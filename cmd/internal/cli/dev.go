@@ -111,7 +111,7 @@ func (d *devCommand) run(cmd *cobra.Command, _ []string) error {
 	defer w.Stop()
 
 	demoSpec, demoBucketAdded := d.demoBucket(cfg)
-	changes, err := operator.Sync(ctx, c, cfg, operator.Options{})
+	changes, err := operator.Apply(ctx, c, cfg, operator.Options{})
 	if err != nil {
 		return fmt.Errorf("syncing %s: %w", d.g.config, err)
 	}

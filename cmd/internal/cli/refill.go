@@ -1,16 +1,12 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
-	"go.temporal.io/api/serviceerror"
 
-	"github.com/tokenbucket/tb/workflows"
+	"github.com/tokenbucket/tb/operator"
 )
 
 type refillCommand struct {
@@ -41,38 +37,28 @@ func (r *refillCommand) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer c.Close()
-	before := queryBucket(ctx, c, name)
-	sig := workflows.Refill{ID: "manual-" + uuid.NewString(), Amount: r.amount}
-	if err := c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.RefillSignal, sig); err != nil {
-		var notFound *serviceerror.NotFound
-		if errors.As(err, &notFound) {
-			return fmt.Errorf("bucket %q is not running (run tb sync-schedules)", name)
+	before, after, err := operator.Refill(ctx, c, name, operator.RefillOptions{Amount: r.amount})
+	var (
+		notRunning *operator.NotRunningError
+		noAnswer   *operator.NoAnswerError
+		notApplied *operator.NotAppliedError
+	)
+	switch {
+	case errors.As(err, &notRunning):
+		return fmt.Errorf("bucket %q is not running (run tb sync-schedules)", name)
+	case errors.As(err, &notApplied) && errors.As(err, &noAnswer):
+		// Sent to a bucket that did not answer: it applies the refill once a worker runs it.
+		if r.g.json() {
+			return r.g.printJSON(statusRow(name, before, noAnswer))
 		}
-		return fmt.Errorf("bucket %q: %w", name, err)
-	}
-	// Show the bucket once the refill has been applied.
-	after := before
-	if before.State != nil {
-		deadline, cancel := context.WithTimeout(ctx, queryTimeout)
-		defer cancel()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for after.State != nil && !after.State.LastRefill.After(before.State.LastRefill) {
-			select {
-			case <-deadline.Done():
-				return fmt.Errorf("bucket %q: refill sent, but the bucket has not applied it yet: is a tb worker running?", name)
-			case <-tick.C:
-				after = queryBucket(ctx, c, name)
-			}
-		}
-	}
-	if r.g.json() {
-		return r.g.printJSON(after)
-	}
-	if after.State == nil {
 		fmt.Fprintf(r.g.io.Out, "refill sent to bucket %s\n", name)
 		return nil
+	case err != nil:
+		return err
 	}
-	fmt.Fprintf(r.g.io.Out, "bucket %s: %d → %d tokens (maximum %d)\n", name, before.State.Tokens, after.State.Tokens, after.State.Spec.Maximum)
+	if r.g.json() {
+		return r.g.printJSON(statusRow(name, after, nil))
+	}
+	fmt.Fprintf(r.g.io.Out, "bucket %s: %d → %d tokens (maximum %d)\n", name, before.Tokens, after.Tokens, after.Spec.Maximum)
 	return nil
 }

@@ -137,20 +137,15 @@ func relSync(t *testing.T, c client.Client, specs ...bucket.Spec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := operator.Sync(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
+	if _, err := operator.Apply(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func relState(ctx context.Context, c client.Client, name string) (workflows.Status, error) {
-	var st workflows.Status
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	v, err := c.QueryWorkflow(ctx, workflows.BucketID(name), "", workflows.StateQuery)
-	if err == nil {
-		err = v.Get(&st)
-	}
-	return st, err
+	return operator.State(ctx, c, name)
 }
 
 // relCallOnce runs the guarded activity with unlimited attempts, bounded in time.

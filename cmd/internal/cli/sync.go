@@ -14,8 +14,9 @@ import (
 )
 
 type syncCommand struct {
-	g    *globals
-	opts operator.Options
+	g      *globals
+	opts   operator.Options
+	dryRun bool
 }
 
 func newSyncCommand(g *globals) *cobra.Command {
@@ -32,7 +33,7 @@ reports everything unchanged. Run it at deploy time.`,
 		RunE: s.run,
 	}
 	f := cmd.Flags()
-	f.BoolVar(&s.opts.DryRun, "dry-run", false, "show what would change, change nothing")
+	f.BoolVar(&s.dryRun, "dry-run", false, "show what would change, change nothing")
 	f.BoolVar(&s.opts.Retire, "retire", false, "also end the bucket workflows of buckets removed from the file")
 	f.BoolVar(&s.opts.DeleteAll, "delete-all", false, "allow a file with no buckets to delete every Schedule (with --retire, every bucket) tb owns")
 	f.StringVar(&s.opts.TaskQueue, "task-queue", workflows.TaskQueue, "task queue of the tb worker that runs bucket and refill workflows")
@@ -60,7 +61,11 @@ func (s *syncCommand) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	s.opts.DataConverter = copts.DataConverter
-	changes, syncErr := operator.Sync(cmd.Context(), c, cfg, s.opts)
+	sync := operator.Apply
+	if s.dryRun {
+		sync = operator.Plan
+	}
+	changes, syncErr := sync(cmd.Context(), c, cfg, s.opts)
 	var empty *operator.EmptyConfigError
 	if errors.As(syncErr, &empty) {
 		return fmt.Errorf("%s declares no buckets: syncing would remove the %d buckets tb owns (%s); run with --delete-all to do that",
@@ -91,7 +96,7 @@ func (s *syncCommand) print(changes []operator.Change) error {
 			}
 			rows = append(rows, r)
 		}
-		return s.g.printJSON(map[string]any{"dryRun": s.opts.DryRun, "buckets": rows})
+		return s.g.printJSON(map[string]any{"dryRun": s.dryRun, "buckets": rows})
 	}
 	tw := tabwriter.NewWriter(s.g.io.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BUCKET\tSCHEDULE\tWORKFLOW\tDETAILS")
@@ -105,7 +110,7 @@ func (s *syncCommand) print(changes []operator.Change) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if s.opts.DryRun {
+	if s.dryRun {
 		fmt.Fprintln(s.g.io.Out, "dry run: nothing was changed")
 	}
 	return nil
@@ -116,7 +121,7 @@ func (s *syncCommand) verb(a operator.Action) string {
 	if a == "" {
 		return "-"
 	}
-	if !s.opts.DryRun || a == operator.Unchanged || a == operator.Kept {
+	if !s.dryRun || a == operator.Unchanged || a == operator.Kept {
 		return string(a)
 	}
 	return map[operator.Action]string{

@@ -5,23 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/tokenbucket/tb/operator"
 	"github.com/tokenbucket/tb/workflows"
 )
-
-const queryTimeout = 5 * time.Second
 
 type tokensCommand struct {
 	g        *globals
@@ -116,116 +110,56 @@ func (t *tokensCommand) defaultNames(ctx context.Context, c client.Client) ([]st
 	} else if t.g.root.PersistentFlags().Changed("config") {
 		return nil, err
 	}
-	return runningBuckets(ctx, c)
+	return operator.Running(ctx, c)
 }
 
-func runningBuckets(ctx context.Context, c client.Client) ([]string, error) {
-	var names []string
-	var token []byte
-	for {
-		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Query:         fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", workflows.BucketWorkflowType),
-			NextPageToken: token,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("listing bucket workflows: %w", err)
-		}
-		for _, e := range resp.Executions {
-			if name, ok := strings.CutPrefix(e.GetExecution().GetWorkflowId(), workflows.BucketIDPrefix); ok {
-				names = append(names, name)
-			}
-		}
-		if token = resp.NextPageToken; len(token) == 0 {
-			break
-		}
-	}
-	sort.Strings(names)
-	return names, nil
-}
-
+// queryAll reads the named buckets' states, a row each, in order.
 func queryAll(ctx context.Context, c client.Client, names []string) []bucketStatus {
-	rows := make([]bucketStatus, len(names))
-	done := make(chan struct{}, len(names))
-	for i, name := range names {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			rows[i] = queryBucket(ctx, c, name)
-		}()
-	}
-	for range names {
-		<-done
+	results := operator.States(ctx, c, names)
+	rows := make([]bucketStatus, len(results))
+	for i, r := range results {
+		rows[i] = statusRow(r.Bucket, r.Status, r.Err)
 	}
 	return rows
 }
 
-// queryBucket reads a bucket's state from its running workflow. A closed
-// workflow is not queried (Temporal would answer from its last state, as if it
-// still ran): the row says when and how it closed.
-func queryBucket(ctx context.Context, c client.Client, name string) bucketStatus {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	row := bucketStatus{Bucket: name}
-	// A run that has just continued as new has a successor: ask again.
-	for range 3 {
-		resp, err := c.QueryWorkflowWithOptions(ctx, &client.QueryWorkflowWithOptionsRequest{
-			WorkflowID:           workflows.BucketID(name),
-			QueryType:            workflows.StateQuery,
-			QueryRejectCondition: enumspb.QUERY_REJECT_CONDITION_NOT_OPEN,
-		})
-		if err != nil {
-			row.Error = describeQueryError(err)
-			return row
-		}
-		if rejected := resp.QueryRejected; rejected != nil {
-			if rejected.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW {
-				continue
-			}
-			row.Error = closed(ctx, c, name, rejected.GetStatus())
-			return row
-		}
-		var st workflows.Status
-		if err := resp.QueryResult.Get(&st); err != nil {
-			row.Error = describeQueryError(err)
-			return row
-		}
-		row.State = &st
-		return row
+// statusRow is a bucket's row: its state, or what err means for it.
+func statusRow(name string, st workflows.Status, err error) bucketStatus {
+	if err != nil {
+		return bucketStatus{Bucket: name, Error: describeStateError(name, err)}
 	}
-	row.Error = "not running: it continued as new three times while tb asked; try again"
-	return row
+	return bucketStatus{Bucket: name, State: &st}
 }
 
-// closed describes a bucket whose workflow has closed with the given status.
-func closed(ctx context.Context, c client.Client, name string, how enumspb.WorkflowExecutionStatus) string {
-	// WORKFLOW_EXECUTION_STATUS_TIMED_OUT → "timed out"
-	ended := strings.TrimPrefix(enumspb.WorkflowExecutionStatus_name[int32(how)], "WORKFLOW_EXECUTION_STATUS_")
-	ended = strings.ReplaceAll(strings.ToLower(ended), "_", " ")
-	at := ""
-	if desc, err := c.DescribeWorkflowExecution(ctx, workflows.BucketID(name), ""); err == nil {
-		if t := desc.GetWorkflowExecutionInfo().GetCloseTime(); t != nil {
-			at = " at " + t.AsTime().UTC().Format(time.RFC3339)
-		}
-	}
-	if how == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
-		// A bucket workflow completes only when tb sync-schedules --retire ends it.
-		return "not running: retired (completed" + at + ")"
-	}
-	return "not running: " + ended + at + " (run tb sync-schedules)"
-}
-
-// describeQueryError says what a failed query means for the bucket. A query
-// nobody answers ends in a deadline: the context's, or one reported by gRPC
-// or the server, which errors.Is(context.DeadlineExceeded) does not match.
-func describeQueryError(err error) string {
-	var notFound *serviceerror.NotFound
-	var deadline *serviceerror.DeadlineExceeded
+// describeStateError says what an error of operator.State means for the
+// bucket, in the row that names it.
+func describeStateError(name string, err error) string {
+	var (
+		notRunning *operator.NotRunningError
+		noAnswer   *operator.NoAnswerError
+	)
 	switch {
-	case errors.As(err, &notFound):
-		return "not running (run tb sync-schedules)"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &deadline), status.Code(err) == codes.DeadlineExceeded:
+	case errors.As(err, &notRunning):
+		at := ""
+		if !notRunning.Closed.IsZero() {
+			at = " at " + notRunning.Closed.UTC().Format(time.RFC3339)
+		}
+		switch notRunning.Status {
+		case enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED:
+			return "not running (run tb sync-schedules)"
+		case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+			// A bucket workflow completes only when tb sync-schedules --retire ends it.
+			return "not running: retired (completed" + at + ")"
+		}
+		// WORKFLOW_EXECUTION_STATUS_TIMED_OUT → "timed out"
+		ended := strings.TrimPrefix(enumspb.WorkflowExecutionStatus_name[int32(notRunning.Status)], "WORKFLOW_EXECUTION_STATUS_")
+		ended = strings.ReplaceAll(strings.ToLower(ended), "_", " ")
+		return "not running: " + ended + at + " (run tb sync-schedules)"
+	case errors.As(err, &noAnswer):
 		return "no answer: is a tb worker running?"
 	}
-	return err.Error()
+	// The row names the bucket already.
+	return strings.TrimPrefix(err.Error(), fmt.Sprintf("bucket %q: ", name))
 }
 
 func countErrors(rows []bucketStatus) int {

@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"go.temporal.io/api/serviceerror"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/operator"
 	"github.com/tokenbucket/tb/workflows"
 )
 
@@ -68,25 +67,29 @@ func TestTokensTableKeepsColumns(t *testing.T) {
 	}
 }
 
-// A query that times out says what to check, whether the deadline is the
-// context's or one the server or gRPC reported.
-func TestQueryErrorNamesTheMissingWorker(t *testing.T) {
-	const hint = "no answer: is a tb worker running?"
-	for _, err := range []error{
-		context.DeadlineExceeded,
-		fmt.Errorf("querying: %w", context.DeadlineExceeded),
-		serviceerror.NewDeadlineExceeded("context deadline exceeded"),
-		fmt.Errorf("wrapped: %w", serviceerror.NewDeadlineExceeded("context deadline exceeded")),
-		status.Error(codes.DeadlineExceeded, "context deadline exceeded"),
+// Each error of operator.State is rendered as the row's reason: a bucket not
+// running says how it ended and when, one with no worker says what to check,
+// and any other error is shown without the bucket name the row already holds.
+func TestStateErrorRows(t *testing.T) {
+	closed := time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{&operator.NotRunningError{Bucket: "a"}, "not running (run tb sync-schedules)"},
+		{&operator.NotRunningError{Bucket: "a", Status: enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, Closed: closed},
+			"not running: retired (completed at 2026-11-26T17:00:00Z)"},
+		{&operator.NotRunningError{Bucket: "a", Status: enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED, Closed: closed},
+			"not running: terminated at 2026-11-26T17:00:00Z (run tb sync-schedules)"},
+		{&operator.NotRunningError{Bucket: "a", Status: enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT},
+			"not running: timed out (run tb sync-schedules)"},
+		{&operator.NoAnswerError{Bucket: "a", Err: context.DeadlineExceeded}, "no answer: is a tb worker running?"},
+		{fmt.Errorf("listing: %w", &operator.NoAnswerError{Bucket: "a"}), "no answer: is a tb worker running?"},
+		{fmt.Errorf("bucket %q: %w", "a", errors.New("boom")), "boom"},
+		{errors.New("boom"), "boom"},
 	} {
-		if got := describeQueryError(err); got != hint {
-			t.Errorf("describeQueryError(%T %v) = %q, want %q", err, err, got, hint)
+		if got := describeStateError("a", tt.err); got != tt.want {
+			t.Errorf("describeStateError(%v) = %q, want %q", tt.err, got, tt.want)
 		}
-	}
-	if got := describeQueryError(serviceerror.NewNotFound("workflow not found")); got != "not running (run tb sync-schedules)" {
-		t.Errorf("NotFound: %q", got)
-	}
-	if got := describeQueryError(errors.New("boom")); got != "boom" {
-		t.Errorf("other errors are shown as they are: %q", got)
 	}
 }

@@ -106,7 +106,7 @@ func TestTokensWithoutAWorker(t *testing.T) {
 	ts := temporaltest.NewServer(temporaltest.WithT(t))
 	ctx := context.Background()
 	spec := bucket.Spec{Name: "lonely", Schedule: "@hourly", Amount: 1, Maximum: 1}
-	if _, err := operator.Sync(ctx, ts.GetDefaultClient(), &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{}); err != nil {
+	if _, err := operator.Apply(ctx, ts.GetDefaultClient(), &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

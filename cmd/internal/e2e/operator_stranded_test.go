@@ -33,7 +33,7 @@ func TestRestartAfterAnInterruptedRescue(t *testing.T) {
 	id := workflows.BucketID("api")
 	sync := func(spec bucket.Spec) operator.Change {
 		t.Helper()
-		changes, err := operator.Sync(ctx, c, &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{})
+		changes, err := operator.Apply(ctx, c, &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{})
 		if err != nil || len(changes) != 1 {
 			t.Fatalf("sync: %+v %v", changes, err)
 		}
@@ -77,10 +77,8 @@ func TestRestartAfterAnInterruptedRescue(t *testing.T) {
 	}
 	var st workflows.Status
 	eventually(t, func() (bool, string) {
-		v, err := c.QueryWorkflow(ctx, id, "", workflows.StateQuery)
-		if err == nil {
-			err = v.Get(&st)
-		}
+		var err error
+		st, err = operator.State(ctx, c, "api")
 		return err == nil, fmt.Sprintf("the restarted bucket does not answer: %v", err)
 	})
 	desc, err := c.DescribeWorkflowExecution(ctx, id, "")

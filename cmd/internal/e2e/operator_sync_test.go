@@ -56,7 +56,7 @@ func TestConcurrentSyncs(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				<-start
-				changes, err := operator.Sync(ctx, c, cfg, operator.Options{})
+				changes, err := operator.Apply(ctx, c, cfg, operator.Options{})
 				results <- result{changes, err}
 			}()
 		}
@@ -100,7 +100,7 @@ func TestSyncWithACodec(t *testing.T) {
 	defer cancel()
 	sync := func(specs ...bucket.Spec) map[string][2]operator.Action {
 		t.Helper()
-		changes, err := operator.Sync(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{DataConverter: dc})
+		changes, err := operator.Apply(ctx, c, &bucket.Config{Buckets: specs}, operator.Options{DataConverter: dc})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,11 +131,7 @@ func TestSyncWithACodec(t *testing.T) {
 		t.Errorf("reconfiguring a: %v", got)
 	}
 	testserver.Eventually(t, 10*time.Second, func() (bool, string) {
-		v, err := c.QueryWorkflow(ctx, workflows.BucketID("a"), "", workflows.StateQuery)
-		var st workflows.Status
-		if err == nil {
-			err = v.Get(&st)
-		}
+		st, err := operator.State(ctx, c, "a")
 		return err == nil && st.Spec.Maximum == 20 && st.Tokens == 5, fmt.Sprintf("a: %+v %v", st, err)
 	})
 	if got := sync(a, b); got["a"] != unchanged {

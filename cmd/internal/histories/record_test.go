@@ -319,7 +319,7 @@ func (r *recorder) sync(t *testing.T, spec bucket.Spec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	changes, err := operator.Sync(ctx, r.s.Client, &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{})
+	changes, err := operator.Apply(ctx, r.s.Client, &bucket.Config{Buckets: []bucket.Spec{spec}}, operator.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,24 +42,19 @@ func (s *Server) NewClient() client.Client {
 	return s.NewClientWithOptions(client.Options{Logger: quietLogger})
 }
 
-// Sync creates the buckets' workflows and refill Schedules.
+// Sync creates the buckets' workflows and refill Schedules, with operator.Apply.
 func (s *Server) Sync(t testing.TB, specs ...bucket.Spec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := operator.Sync(ctx, s.Client, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
+	if _, err := operator.Apply(ctx, s.Client, &bucket.Config{Buckets: specs}, operator.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// State queries a bucket workflow.
+// State reads a bucket's state with operator.State.
 func (s *Server) State(ctx context.Context, name string) (workflows.Status, error) {
-	var st workflows.Status
-	v, err := s.Client.QueryWorkflow(ctx, workflows.BucketID(name), "", workflows.StateQuery)
-	if err == nil {
-		err = v.Get(&st)
-	}
-	return st, err
+	return operator.State(ctx, s.Client, name)
 }
 
 // Eventually polls cond until it holds or timeout passes, then fails the test
