@@ -92,12 +92,20 @@ type queue struct {
 	quiet       time.Time
 	quietTokens int64
 	quietAnswer Decision
-	// spread is how far apart this process's updates to the bucket start
-	// after a quiet spell ends, or after an update that met congestion: the
-	// processes of a fleet, all told to come back at the same refill, then
-	// reach the bucket spread out instead of at once. It doubles when an
-	// update is slow (more than congested after rtt, the smoothed round trip
-	// of the quick ones) and shrinks by spreadStep with each quick one.
+	// offset is the random part of spread added to the retry-after of every
+	// caller refused in this quiet spell: callers told the same refill come
+	// back together, in one update, and the processes of a fleet each at
+	// their own moment after it.
+	offset time.Duration
+	// spread is how widely this process spreads the callers it refuses (see
+	// offset), and its own updates after one met congestion: the callers of
+	// a fleet, all refused until the same refill, reach the bucket spread out
+	// over spread instead of at once, and the first of them still find the
+	// refill's tokens. It doubles when an update is slow
+	// (more than congestedAfter, and congestedRTTs times rtt, the smoothed
+	// round trip of the quick ones) and shrinks by spreadStep with each quick
+	// one: additive increase of the rate at which the fleet asks,
+	// multiplicative decrease.
 	spread    time.Duration
 	rtt       time.Duration
 	congested bool
@@ -106,7 +114,12 @@ type queue struct {
 // Pacing of a bucket's updates from one process; see queue.spread.
 const (
 	spreadStep = 5 * time.Millisecond
+	minSpread  = 50 * time.Millisecond
 	maxSpread  = time.Second
+	// maxResendDelay bounds the wait before an update whose try ran out is
+	// sent again: it may have been decided meanwhile, and then the answer
+	// comes at once.
+	maxResendDelay = 100 * time.Millisecond
 	// An update is congested when it takes more than congestedAfter and
 	// more than congestedRTTs times the smoothed round trip.
 	congestedAfter = 50 * time.Millisecond
@@ -215,11 +228,7 @@ func (a *Acquirer) enqueue(name string, c *call) {
 		c.done <- outcome{d: d}
 		return
 	}
-	if now.Before(q.quiet) && c.req.Cost > q.quietTokens {
-		// The bucket said, moments ago, that it holds too few until then.
-		d := q.quietAnswer
-		d.RetryAfter = q.quiet.Sub(now)
-		q.rejected += c.req.Cost // the next batch reports it, or a report
+	if d, ok := q.refuse(now, c); ok {
 		if q.inFlight == 0 {
 			a.reportLater(name, q)
 		}
@@ -237,6 +246,19 @@ func (a *Acquirer) enqueue(name string, c *call) {
 	if start {
 		go a.drain(name, q)
 	}
+}
+
+// refuse answers a call here if the bucket said, moments ago, that it holds
+// too few tokens for it until q.quiet; the next batch, or a report, tells the
+// bucket. The Acquirer's mu is held.
+func (q *queue) refuse(now time.Time, c *call) (Decision, bool) {
+	if !now.Before(q.quiet) || c.req.Cost <= q.quietTokens {
+		return Decision{}, false
+	}
+	d := q.quietAnswer
+	d.RetryAfter = q.quiet.Sub(now) + q.offset
+	q.rejected += c.req.Cost
+	return d, true
 }
 
 // forget drops a call whose caller gave up, if it has not been sent yet.
@@ -265,7 +287,23 @@ func (a *Acquirer) drain(name string, q *queue) {
 			a.senders.Done()
 			return
 		}
-		if delay := q.pace(a.now()); delay > 0 {
+		// Callers who arrived while the last update was in flight, and whom
+		// its answer already refuses, are answered here.
+		keep := q.pending[:0]
+		for _, c := range q.pending {
+			if d, ok := q.refuse(a.now(), c); ok {
+				c.done <- outcome{d: d}
+			} else {
+				keep = append(keep, c)
+			}
+		}
+		clear(q.pending[len(keep):])
+		q.pending = keep
+		if len(q.pending) == 0 {
+			a.mu.Unlock()
+			continue // the top of the loop ends the drain, or finds newcomers
+		}
+		if delay := q.pace(); delay > 0 {
 			a.mu.Unlock()
 			<-time.After(delay) // pacing the updates; callers arriving meanwhile join the batch
 			continue
@@ -282,7 +320,7 @@ func (a *Acquirer) drain(name string, q *queue) {
 		a.mu.Unlock()
 
 		sent := a.now()
-		resp, lent, unreported, refusedFor := a.send(name, batch, rejected, borrow)
+		resp, lent, unreported, refusedFor := a.send(name, q, batch, rejected, borrow)
 		a.mu.Lock()
 		q.rejected += unreported
 		q.measure(a.now().Sub(sent))
@@ -301,14 +339,19 @@ func (a *Acquirer) drain(name string, q *queue) {
 	}
 }
 
-// pace returns how long to wait before sending the next batch: a random part
-// of spread after a quiet spell ends or after a congested update. q's Acquirer's mu is held.
-func (q *queue) pace(now time.Time) time.Duration {
-	wake := !q.quiet.IsZero() && !now.Before(q.quiet)
-	if !wake && !q.congested {
+// pace returns how long to wait before sending the next batch: after a
+// congested update, a random part of spread, at most maxResendDelay. The
+// Acquirer's mu is held.
+func (q *queue) pace() time.Duration {
+	if !q.congested {
 		return 0
 	}
-	q.quiet, q.congested = time.Time{}, false
+	q.congested = false
+	return rand.N(min(q.spread, maxResendDelay))
+}
+
+// jitter returns a random part of spread. The Acquirer's mu is held.
+func (q *queue) jitter() time.Duration {
 	if q.spread <= 0 {
 		return 0
 	}
@@ -318,8 +361,7 @@ func (q *queue) pace(now time.Time) time.Duration {
 // measure adapts spread to how long an update took.
 func (q *queue) measure(d time.Duration) {
 	if d > congestedAfter && d > congestedRTTs*q.rtt {
-		q.congested = true
-		q.spread = min(2*q.spread+2*spreadStep, maxSpread)
+		q.congest()
 		return
 	}
 	q.spread = max(q.spread-spreadStep, 0)
@@ -337,6 +379,12 @@ func (a *Acquirer) reportLater(name string, q *queue) {
 		q.reporting = true
 		time.AfterFunc(a.reportDelay, func() { a.report(name, q) })
 	}
+}
+
+// congest doubles spread, from at least minSpread.
+func (q *queue) congest() {
+	q.congested = true
+	q.spread = min(max(2*q.spread, minSpread), maxSpread)
 }
 
 // report sends the rejected tokens no batch has carried, unless a batch is
@@ -463,7 +511,7 @@ func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.Acquire
 // it was given, unless the update was accepted, plus any the validator
 // turned away now), and, when the bucket refused the batch's first valid
 // request, how long that request was told to wait.
-func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64, refusedFor time.Duration) {
+func (a *Acquirer) send(name string, q *queue, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64, refusedFor time.Duration) {
 	reqs := make([]workflows.AcquireRequest, len(batch), len(batch)+1)
 	for i, c := range batch {
 		reqs[i] = c.req
@@ -471,7 +519,7 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 	if borrow != nil {
 		reqs = append(reqs, *borrow)
 	}
-	resp, err := a.update(name, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
+	resp, err := a.update(name, q, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
 	if denied, ok := bucketDenial(err); ok {
 		resp, err, unreported = denied, nil, rejected
 		for _, c := range batch {
@@ -483,6 +531,10 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 	if borrow != nil && err == nil && len(resp.Results) == len(reqs) {
 		lent = resp.Results[len(batch)].Granted
 	}
+	a.mu.Lock()
+	offset := q.jitter()
+	q.offset = offset
+	a.mu.Unlock()
 	for i, c := range batch {
 		if err != nil {
 			c.done <- outcome{err: err}
@@ -497,8 +549,11 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 				continue
 			}
 			d.Granted, d.RetryAfter = r.Granted, r.RetryAfter
-			if first := refusedFor == 0 && !r.Granted; first {
-				refusedFor = max(r.RetryAfter, minRetryDelay)
+			if !r.Granted {
+				if refusedFor == 0 {
+					refusedFor = max(r.RetryAfter, minRetryDelay)
+				}
+				d.RetryAfter += offset // see queue.offset
 			}
 		}
 		c.done <- outcome{d: d}
@@ -506,15 +561,21 @@ func (a *Acquirer) send(name string, batch []*call, rejected int64, borrow *work
 	return resp, lent, unreported, refusedFor
 }
 
-// attemptTimeout bounds one try of an acquire update. The SDK retries a
-// refused call (a bucket busy continuing as new answers ResourceExhausted)
-// with backoff up to a tenth of the call's deadline, so short tries keep
-// those retries near 200ms; a try that runs out is sent again under the
+// attemptTimeout bounds one try of an acquire update. A try is given a few
+// round trips (congestedRTTs × the smoothed round trip, plus congestedAfter,
+// at least minAttempt and at most attemptTimeout): longer means the bucket
+// is congested — too many Updates in flight from the processes of a fleet,
+// which the server answers ResourceExhausted and the SDK retries after
+// 200 ms — or busy continuing as new. The acquirer then backs off for a
+// random part of its doubled spread and sends the update again under the
 // same update ID, which Temporal answers once.
-const attemptTimeout = 2 * time.Second
+const (
+	attemptTimeout = 2 * time.Second
+	minAttempt     = 75 * time.Millisecond
+)
 
 // update runs the acquire update, with the SDK's retries, within the timeout.
-func (a *Acquirer) update(name string, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+func (a *Acquirer) update(name string, q *queue, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
 	defer cancel()
 	opts := client.UpdateWorkflowOptions{
@@ -525,22 +586,40 @@ func (a *Acquirer) update(name string, batch workflows.AcquireBatch) (workflows.
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	}
 	for {
-		resp, expired, err := a.try(ctx, opts)
+		a.mu.Lock()
+		limit := min(max(congestedRTTs*q.rtt+congestedAfter, minAttempt), a.attemptTimeout)
+		a.mu.Unlock()
+		resp, expired, err := a.try(ctx, opts, limit)
 		if err == nil || !expired || ctx.Err() != nil {
 			return resp, classify(name, err)
+		}
+		a.mu.Lock()
+		q.congest()
+		delay := rand.N(min(q.spread, maxResendDelay))
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return resp, classify(name, err)
+		case <-time.After(delay): // backing off from a congested bucket
 		}
 	}
 }
 
-// try sends the update once; expired reports that the try ran out of time.
-func (a *Acquirer) try(ctx context.Context, opts client.UpdateWorkflowOptions) (resp workflows.AcquireResponse, expired bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, a.attemptTimeout)
+// try sends the update once; expired reports that the try ran out of time
+// (the server may end the call at the deadline it was given a moment before
+// the context does, with its own error).
+func (a *Acquirer) try(ctx context.Context, opts client.UpdateWorkflowOptions, limit time.Duration) (resp workflows.AcquireResponse, expired bool, err error) {
+	start := time.Now()
+	tryCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	h, err := a.c.UpdateWorkflow(ctx, opts)
+	h, err := a.c.UpdateWorkflow(tryCtx, opts)
 	if err == nil {
-		err = h.Get(ctx, &resp)
+		err = h.Get(tryCtx, &resp)
 	}
-	return resp, err != nil && ctx.Err() != nil, err
+	if err == nil || ctx.Err() != nil {
+		return resp, false, err
+	}
+	return resp, tryCtx.Err() != nil || time.Since(start) >= limit*9/10, err
 }
 
 // bucketDenial reports whether err is the acquire validator's RateLimited

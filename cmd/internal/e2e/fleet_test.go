@@ -19,7 +19,7 @@ import (
 )
 
 // TestFleetOnOneBucket: 16 processes (separate clients, each with its own
-// Acquirer) × 4 callers on one bucket granting 20 tokens a second, for 10 s:
+// Acquirer) × 8 callers on one bucket granting 20 tokens a second, for 10 s:
 // more processes than the 10 Updates Temporal serves in flight per workflow.
 // No refill is over-granted, no caller gets an error, and every acquire is
 // answered quickly: the acquirers keep the bucket's Updates under the limit
@@ -27,9 +27,13 @@ import (
 func TestFleetOnOneBucket(t *testing.T) {
 	const (
 		processes = 16
-		callers   = 4
+		callers   = 8
 		run       = 10 * time.Second
-		p99Bound  = time.Second
+		// Acquirers that each kept one Update in flight, with no regard for
+		// the others, measured here: p99 327–384 ms and 64–91 % of supply;
+		// with cooperation: 125–166 ms and 100 %.
+		p99Bound  = 300 * time.Millisecond
+		minShare  = 95 // percent of supply granted
 	)
 	s := testserver.NewServer(t)
 	spec := bucket.Spec{Name: "fleet", Schedule: "@every 1s", Amount: 20, Maximum: 20}
@@ -102,7 +106,7 @@ func TestFleetOnOneBucket(t *testing.T) {
 	if p99 > p99Bound {
 		t.Errorf("acquire p99 %v, want at most %v", p99, p99Bound)
 	}
-	if granted < supply*7/10 {
-		t.Errorf("%d of ~%d tokens granted; want at least 70%%", granted, supply)
+	if granted*100 < supply*minShare {
+		t.Errorf("%d of ~%d tokens granted; want at least %d%%", granted, supply, minShare)
 	}
 }
