@@ -32,8 +32,8 @@ func TestFleetOnOneBucket(t *testing.T) {
 		// Acquirers that each kept one Update in flight, with no regard for
 		// the others, measured here: p99 327–384 ms and 64–91 % of supply;
 		// with cooperation: 125–166 ms and 100 %.
-		p99Bound  = 300 * time.Millisecond
-		minShare  = 95 // percent of supply granted
+		p99Bound = 300 * time.Millisecond
+		minShare = 95 // percent of supply granted
 	)
 	s := testserver.NewServer(t)
 	spec := bucket.Spec{Name: "fleet", Schedule: "@every 1s", Amount: 20, Maximum: 20}
