@@ -27,8 +27,9 @@ const MaxFileSize = 4 << 20
 type Config struct {
 	// Buckets in file order.
 	Buckets []Spec
-	// Guards maps an activity type to the bucket it draws from and the cost of one run.
-	Guards map[string]Guard
+	// Guards maps an activity type to the buckets it draws from, each with
+	// the cost of one run, sorted by bucket name: the order tokens are taken in.
+	Guards map[string][]Guard
 }
 
 // A Guard says that running an activity type takes Cost tokens from Bucket.
@@ -36,6 +37,9 @@ type Guard struct {
 	Bucket string `json:"bucket"`
 	Cost   int64  `json:"cost"`
 }
+
+// MaxGuards bounds the buckets one activity type draws from.
+const MaxGuards = 8
 
 // Bucket returns the spec of the named bucket.
 func (c *Config) Bucket(name string) (Spec, bool) {
@@ -72,8 +76,15 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, ValidationError{{File: filename, Err: errTooLarge}}
 	}
-	p := &parser{file: filename, cfg: &Config{Guards: map[string]Guard{}}}
+	p := &parser{file: filename, cfg: &Config{Guards: map[string][]Guard{}}, guardLine: map[string]*yaml.Node{}}
 	p.parse(data)
+	for activity, guards := range p.cfg.Guards {
+		if len(guards) > MaxGuards {
+			last := guards[len(guards)-1]
+			p.errorf(p.guardLine[activity], last.Bucket, "activities."+activity, "is guarded by %d buckets; the most is %d", len(guards), MaxGuards)
+		}
+		sort.Slice(guards, func(i, j int) bool { return guards[i].Bucket < guards[j].Bucket })
+	}
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 		return nil, p.errs
@@ -85,6 +96,8 @@ type parser struct {
 	file string
 	cfg  *Config
 	errs ValidationError
+	// guardLine is, per activity type, the line of its latest guard.
+	guardLine map[string]*yaml.Node
 }
 
 func (p *parser) errorf(n *yaml.Node, bucket, field, format string, args ...any) {
@@ -147,10 +160,9 @@ func (p *parser) parse(data []byte) {
 		p.errorf(list, "", "buckets", "must be a list of buckets")
 		return
 	}
-	seen := map[string]int{}      // bucket name → line
-	guardLine := map[string]int{} // activity type → line
+	seen := map[string]int{} // bucket name → line
 	for i, item := range list.Content {
-		p.bucket(resolve(item), i, seen, guardLine)
+		p.bucket(resolve(item), i, seen)
 	}
 }
 
@@ -172,7 +184,7 @@ func (p *parser) fields(m *yaml.Node, bucket string, f func(key, val *yaml.Node)
 	}
 }
 
-func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int) {
+func (p *parser) bucket(n *yaml.Node, index int, seen map[string]int) {
 	if n.Kind != yaml.MappingNode {
 		p.errorf(n, "", fmt.Sprintf("buckets[%d]", index), "must be a mapping with name, schedule, amount and maximum")
 		return
@@ -255,14 +267,14 @@ func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int)
 		}
 	}
 	if activities != nil {
-		ok = p.guards(activities, spec, label, guardLine) && ok
+		ok = p.guards(activities, spec, label) && ok
 	}
 	if ok {
 		p.cfg.Buckets = append(p.cfg.Buckets, spec)
 	}
 }
 
-func (p *parser) guards(n *yaml.Node, spec Spec, label string, guardLine map[string]int) bool {
+func (p *parser) guards(n *yaml.Node, spec Spec, label string) bool {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return true
 	}
@@ -288,13 +300,8 @@ func (p *parser) guards(n *yaml.Node, spec Spec, label string, guardLine map[str
 			ok = false
 			return
 		}
-		if g, dup := p.cfg.Guards[key.Value]; dup {
-			p.errorf(key, label, field, "is already guarded by bucket %q (line %d); an activity type draws from one bucket", g.Bucket, guardLine[key.Value])
-			ok = false
-			return
-		}
-		p.cfg.Guards[key.Value] = Guard{Bucket: spec.Name, Cost: cost}
-		guardLine[key.Value] = key.Line
+		p.cfg.Guards[key.Value] = append(p.cfg.Guards[key.Value], Guard{Bucket: spec.Name, Cost: cost})
+		p.guardLine[key.Value] = key
 	})
 	return ok
 }

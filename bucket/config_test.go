@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -39,9 +40,9 @@ buckets:
 	if !reflect.DeepEqual(cfg.Buckets, want) {
 		t.Errorf("Buckets = %+v, want %+v", cfg.Buckets, want)
 	}
-	wantGuards := map[string]Guard{
-		"FetchRepo":  {Bucket: "github_api", Cost: 1},
-		"SearchCode": {Bucket: "github_api", Cost: 3},
+	wantGuards := map[string][]Guard{
+		"FetchRepo":  {{Bucket: "github_api", Cost: 1}},
+		"SearchCode": {{Bucket: "github_api", Cost: 3}},
 	}
 	if !reflect.DeepEqual(cfg.Guards, wantGuards) {
 		t.Errorf("Guards = %v, want %v", cfg.Guards, wantGuards)
@@ -116,8 +117,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`b.yaml:7: bucket "a": activities.Fetch: cost 2 is more than the bucket's maximum (1), so it could never be granted`}},
 		{"activity cost zero", "buckets:\n  - name: a\n" + valid + "    activities:\n      Fetch: 0\n", []string{
 			`b.yaml:7: bucket "a": activities.Fetch: cost must be greater than 0, got 0`}},
-		{"activity in two buckets", "buckets:\n  - name: a\n" + valid + "    activities: {Fetch: 1}\n  - name: b\n" + valid + "    activities: {Fetch: 1}\n", []string{
-			`b.yaml:11: bucket "b": activities.Fetch: is already guarded by bucket "a" (line 6); an activity type draws from one bucket`}},
+		{"activity in nine buckets", nineBuckets(valid), []string{
+			`b.yaml:46: bucket "i": activities.Fetch: is guarded by 9 buckets; the most is 8`}},
 		{"task queue reserved for partitions", "buckets:\n  - name: a\n" + valid + "    task_queue: /_sys/a/1\n", []string{
 			`b.yaml:6: bucket "a": task_queue: "/_sys/a/1" starts with "/_sys/", which Temporal reserves for task queue partitions`}},
 		{"task queue internal to Temporal", "buckets:\n  - name: a\n" + valid + "    task_queue: temporal-sys-per-ns-tq\n", []string{
@@ -257,5 +258,40 @@ func TestSpecValidateWithoutFile(t *testing.T) {
 	err := Spec{Name: "x y", Schedule: "@hourly", Amount: 1, Maximum: 1}.Validate()
 	if err == nil || !strings.HasPrefix(err.Error(), `bucket "x y": name: `) {
 		t.Errorf("Validate() = %v, want a name error without a file position", err)
+	}
+}
+
+// nineBuckets declares buckets a … i, each guarding Fetch, one more than MaxGuards.
+func nineBuckets(valid string) string {
+	var b strings.Builder
+	b.WriteString("buckets:\n")
+	for _, name := range "abcdefghi" {
+		fmt.Fprintf(&b, "  - name: %c\n%s    activities: {Fetch: 1}\n", name, valid)
+	}
+	return b.String()
+}
+
+func TestParseStackedGuards(t *testing.T) {
+	cfg, err := Parse("b.yaml", []byte(`buckets:
+  - name: per_minute
+    schedule: "* * * * *"
+    amount: 60
+    maximum: 60
+    activities: {Complete: 1, Embed: 1}
+  - name: per_hour
+    schedule: "@hourly"
+    amount: 1000
+    maximum: 1000
+    activities: {Complete: 5}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]Guard{
+		"Complete": {{Bucket: "per_hour", Cost: 5}, {Bucket: "per_minute", Cost: 1}}, // in bucket order
+		"Embed":    {{Bucket: "per_minute", Cost: 1}},
+	}
+	if !reflect.DeepEqual(cfg.Guards, want) {
+		t.Errorf("guards = %+v, want %+v", cfg.Guards, want)
 	}
 }

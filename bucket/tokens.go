@@ -64,6 +64,13 @@ type State struct {
 	// Ignored counts refills refused: a tick beyond TickAllowance, or an ID
 	// too long to remember.
 	Ignored int64 `json:"ignored,omitempty"`
+	// Debt is tokens charged beyond what the bucket held (see Charge); the
+	// next refills pay it before they add tokens. At most Maximum.
+	Debt int64 `json:"debt,omitempty"`
+	// Refunded counts tokens given back by refunds, and Charged tokens taken
+	// by charges, apart from Granted (saturating at math.MaxInt64).
+	Refunded int64 `json:"refunded,omitempty"`
+	Charged  int64 `json:"charged,omitempty"`
 	// Until is the latest tick the bucket may apply by itself, when its time
 	// comes, without waiting for that tick's refill: the refill of the tick
 	// before authorized it (see [Bucket.Authorize]). Zero until a refill does.
@@ -156,6 +163,9 @@ func (b *Bucket) refill(now, tick time.Time, amount int64, measured bool) int64 
 	amount = clamp(amount, 0, MaxTokens)
 	late := b.lateSpend(tick)
 	b.Tokens = max(0, min(b.spec.Maximum, b.Tokens+late+amount)-late)
+	pay := min(b.Debt, b.Tokens) // a debt is paid before tokens are handed out again
+	b.Tokens -= pay
+	b.Debt -= pay
 	b.LastRefill = now
 	b.Leases = nil // lent in a window that has ended: no longer returnable
 	if !tick.IsZero() && tick.After(b.LastTick) {
@@ -304,6 +314,31 @@ func (b *Bucket) Lend(now time.Time, id string, cost int64) bool {
 	}
 	b.Leases = append(b.Leases, Lease{ID: id, Tokens: cost})
 	return true
+}
+
+// Refund gives back tokens of a grant that will not be used, and returns how
+// many it took back: never more than fits under the maximum. The caller
+// checks that the grant was made in the window that is still running (a
+// refill since then has already restored the bucket) and is refunded once.
+func (b *Bucket) Refund(tokens int64) int64 {
+	back := clamp(tokens, 0, b.spec.Maximum-b.Tokens)
+	b.Tokens += back
+	b.Refunded = addSat(b.Refunded, back)
+	return back
+}
+
+// Charge takes tokens that a call used beyond what it was granted: what the
+// bucket holds now, and the rest as a debt that the next refills pay first,
+// so a quota of tokens per window holds over time even when one call
+// overshoots. The debt is capped at the maximum. It returns the debt added.
+func (b *Bucket) Charge(tokens int64) int64 {
+	tokens = clamp(tokens, 0, MaxTokens)
+	take := min(tokens, b.Tokens)
+	b.Tokens -= take
+	b.Charged = addSat(b.Charged, tokens)
+	debt := min(tokens-take, b.spec.Maximum-b.Debt)
+	b.Debt += debt
+	return debt
 }
 
 // CountDenied adds tokens refused elsewhere (by an update validator, which
@@ -477,8 +512,12 @@ func (b *Bucket) expectedLag() time.Duration {
 // long each waits.
 func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue []int, waits []time.Duration) {
 	nominal, arrival := b.nextArrival(now)
+	debt := b.Debt
 	for ticks := 0; len(queue) > 0 && ticks < maxForecastTicks && !nominal.IsZero(); ticks++ {
 		tokens = min(b.spec.Maximum, tokens+b.spec.Amount)
+		pay := min(debt, tokens)
+		tokens -= pay
+		debt -= pay
 		for ; len(queue) > 0 && costs[queue[0]] <= tokens; queue = queue[1:] {
 			tokens -= costs[queue[0]]
 			waits[queue[0]] = max(arrival.Sub(now), 0)

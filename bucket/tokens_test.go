@@ -423,3 +423,36 @@ func TestAuthorizedTicksApplyOnTime(t *testing.T) {
 		t.Errorf("after a new schedule: Until %v, %v", b.Until, err)
 	}
 }
+
+func TestRefundAndCharge(t *testing.T) {
+	spec := Spec{Name: "llm", Schedule: "@every 1m", Amount: 200, Maximum: 200}
+	// Estimate 100, actual 40: 60 back.
+	b := mustNew(t, spec)
+	b.Take(at(time.Second), []int64{100})
+	if got := b.Refund(60); got != 60 || b.Tokens != 160 || b.Refunded != 60 {
+		t.Errorf("refund of 60: took back %d, tokens %d, refunded %d", got, b.Tokens, b.Refunded)
+	}
+	if got := b.Refund(1000); got != 40 || b.Tokens != 200 {
+		t.Errorf("a refund beyond the maximum took back %d, tokens %d", got, b.Tokens)
+	}
+	// Estimate 100, actual 250, with 50 left: a debt of 100, paid by the next refill.
+	b = mustNew(t, Spec{Name: "llm", Schedule: "@every 1m", Amount: 200, Maximum: 200, Initial: ptr(150)})
+	b.Created = t0
+	b.Take(at(time.Second), []int64{100})
+	if debt := b.Charge(150); debt != 100 || b.Tokens != 0 || b.Debt != 100 || b.Charged != 150 {
+		t.Fatalf("charge of 150 with 50 left: debt %d, tokens %d, debt %d, charged %d", debt, b.Tokens, b.Debt, b.Charged)
+	}
+	// A request of 150 is forecast after the refill that pays the debt and the next.
+	_, waits := b.Check(at(2*time.Second), []int64{150})
+	if want := 2*time.Minute - 2*time.Second; waits[0] != want {
+		t.Errorf("wait with a debt of 100 = %v, want %v", waits[0], want)
+	}
+	b.Refill(at(time.Minute), at(time.Minute), 200)
+	if b.Tokens != 100 || b.Debt != 0 {
+		t.Errorf("after a refill of 200: %d tokens, debt %d; want 100 and 0", b.Tokens, b.Debt)
+	}
+	// The debt is capped at the maximum.
+	if debt := b.Charge(10_000); b.Debt != 200 || debt != 200 {
+		t.Errorf("a charge of 10000: debt %d (added %d), want capped at 200", b.Debt, debt)
+	}
+}

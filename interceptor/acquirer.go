@@ -2,6 +2,8 @@ package interceptor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -133,7 +135,8 @@ type lease struct {
 	until     time.Time
 	requested bool // a lease request is in flight
 	bucket    Decision
-	timer     *time.Timer // gives back what is left at until
+	timer     *time.Timer      // gives back what is left at until
+	served    map[string]int64 // request ID → tokens handed out of this lease
 }
 
 type call struct {
@@ -222,6 +225,10 @@ func (a *Acquirer) enqueue(name string, c *call) {
 	now := a.now()
 	if l := &q.lease; l.tokens >= c.req.Cost && now.Before(l.until) {
 		l.tokens -= c.req.Cost
+		if l.served == nil {
+			l.served = map[string]int64{}
+		}
+		l.served[c.req.ID] += c.req.Cost
 		d := l.bucket
 		d.Granted = true
 		a.mu.Unlock()
@@ -411,6 +418,46 @@ func (a *Acquirer) report(name string, q *queue) {
 func (a *Acquirer) sendReport(ctx context.Context, name string, rejected int64) error {
 	return a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReportSignal, workflows.Report{Rejected: rejected})
 }
+
+// Settle gives back (tokens < 0) or charges (tokens > 0) tokens of the grant
+// made to request id by the named bucket, with a settle signal (see
+// workflows.Settle): the bucket applies it once, a refund only while the
+// window of the grant lasts. A refund of tokens this process handed out of
+// a lease goes back to the lease while it lasts.
+func (a *Acquirer) Settle(ctx context.Context, bucketName, id string, tokens int64) error {
+	if err := bucket.CheckName(bucketName); err != nil {
+		return fmt.Errorf("interceptor: Settle: bucket %q: %w", bucketName, err)
+	}
+	if id == "" || len(id) > workflows.MaxIDLength || tokens == 0 {
+		return nil
+	}
+	if tokens < 0 {
+		a.mu.Lock()
+		if q := a.queues[bucketName]; q != nil && q.lease.served[id] > 0 && a.now().Before(q.lease.until) {
+			back := min(-tokens, q.lease.served[id])
+			q.lease.tokens += back
+			delete(q.lease.served, id)
+			a.mu.Unlock()
+			return nil
+		}
+		a.mu.Unlock()
+	}
+	err := a.c.SignalWorkflow(ctx, workflows.BucketID(bucketName), "", workflows.SettleSignal,
+		workflows.Settle{ID: settleID(id), Grant: id, Tokens: tokens})
+	if err != nil {
+		return fmt.Errorf("bucket %q: settling %d tokens: %w", bucketName, tokens, err)
+	}
+	return nil
+}
+
+// settleID names the settle-up of a grant: the same for a retry, so the
+// bucket applies it once.
+func settleID(grant string) string {
+	sum := sha256.Sum256([]byte(grant))
+	return "settle-" + base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+var _ Settler = (*Acquirer)(nil)
 
 // giveBack returns a lease's unused tokens. A return that does not reach the
 // bucket within the lease's window is ignored there: the tokens are lost,

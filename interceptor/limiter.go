@@ -3,6 +3,7 @@ package interceptor
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -57,10 +58,34 @@ type Grant struct {
 
 type grantKey struct{}
 
-// GrantFromContext returns the grant of the running guarded activity.
+// GrantFromContext returns the grant of the running guarded activity: of its
+// first bucket, when it draws from several (see GrantsFromContext).
 func GrantFromContext(ctx context.Context) (Grant, bool) {
-	g, ok := ctx.Value(grantKey{}).(Grant)
-	return g, ok
+	gs := GrantsFromContext(ctx)
+	if len(gs) == 0 {
+		return Grant{}, false
+	}
+	return gs[0], true
+}
+
+// GrantsFromContext returns the grants of the running guarded activity, one
+// per bucket it draws from, in bucket order.
+func GrantsFromContext(ctx context.Context) []Grant {
+	h, ok := ctx.Value(grantKey{}).(*held)
+	if !ok {
+		return nil
+	}
+	return slices.Clone(h.grants)
+}
+
+// A Settler is a Limiter that can also settle a grant after the fact:
+// tokens < 0 gives tokens of the grant named by id back (the activity did not
+// run, or used fewer), tokens > 0 charges more (it used more). *Acquirer and
+// tbtest.Limiter are Settlers; the interceptor settles through one when an
+// activity that draws from several buckets is denied by one, and after
+// SetCost.
+type Settler interface {
+	Settle(ctx context.Context, bucket, id string, tokens int64) error
 }
 
 // A Denial says why a guarded activity did not run: which bucket refused it,
@@ -78,6 +103,9 @@ type Denial struct {
 	RetryAfter time.Duration `json:"retryAfter"`
 	// NextRefill is when the bucket expects its next refill.
 	NextRefill time.Time `json:"nextRefill,omitzero"`
+	// Also holds the other buckets that denied the same activity, when it
+	// draws from several; RetryAfter is then the longest of the waits.
+	Also []Denial `json:"also,omitempty"`
 }
 
 // ErrClosed is the error of an Acquire on an Acquirer (or an Interceptor)
@@ -104,13 +132,14 @@ func AsDenial(err error) (Denial, bool) {
 		Tokens     int64               `json:"tokens"`
 		RetryAfter time.Duration       `json:"retryAfter"`
 		NextRefill time.Time           `json:"nextRefill"`
+		Also       []Denial            `json:"also"`
 		Results    []workflows.Outcome `json:"results"`
 	}
 	var den Denial
 	var resp workflows.AcquireResponse
 	switch {
 	case details(appErr, &d) && d.Bucket != "":
-		den = Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}
+		den = Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill, Also: d.Also}
 		if len(d.Results) > 0 {
 			den.RetryAfter = d.Results[0].RetryAfter
 		}

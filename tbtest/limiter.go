@@ -39,11 +39,21 @@ type Limiter struct {
 	buckets map[string]*entry
 }
 
-var _ interceptor.Limiter = (*Limiter)(nil)
+var (
+	_ interceptor.Limiter = (*Limiter)(nil)
+	_ interceptor.Settler = (*Limiter)(nil)
+)
+
+// A grant is what Settle may still give back of one, and when it was made.
+type grant struct {
+	at         time.Time
+	refundable int64
+	settled    bool
+}
 
 type entry struct {
 	b       *bucket.Bucket
-	granted map[string]bool
+	granted map[string]*grant
 	stats   Stats
 }
 
@@ -58,6 +68,8 @@ type Stats struct {
 	Duplicates int
 	// GrantedTokens and DeniedTokens sum the costs of those grants and denials.
 	GrantedTokens, DeniedTokens int64
+	// Refunded and Charged sum the tokens Settle gave back and charged.
+	Refunded, Charged int64
 }
 
 // NewLimiter returns a Limiter holding a bucket for each spec, read on the
@@ -82,7 +94,7 @@ func NewLimiter(now func() time.Time, specs ...bucket.Spec) (*Limiter, error) {
 			return nil, fmt.Errorf("tbtest: bucket %q: %w", spec.Name, err)
 		}
 		b.Created = created
-		l.buckets[spec.Name] = &entry{b: b, granted: map[string]bool{}}
+		l.buckets[spec.Name] = &entry{b: b, granted: map[string]*grant{}}
 	}
 	return l, nil
 }
@@ -116,7 +128,7 @@ func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (int
 	now := l.now()
 	e.refill(now)
 	b := e.b
-	if e.granted[id] {
+	if e.granted[id] != nil {
 		e.stats.Duplicates++
 		return e.decision(now, bucket.Result{Granted: true, Remaining: b.Tokens}), nil
 	}
@@ -126,7 +138,7 @@ func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (int
 	}
 	r := b.Take(now, []int64{cost})[0]
 	if r.Granted {
-		e.granted[id] = true
+		e.granted[id] = &grant{at: now, refundable: cost}
 		e.stats.Grants++
 		e.stats.GrantedTokens += cost
 	} else {
@@ -134,6 +146,52 @@ func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (int
 		e.stats.DeniedTokens += cost
 	}
 	return e.decision(now, r), nil
+}
+
+// Settle settles the grant made to request id, as a bucket workflow does:
+// tokens < 0 gives that many back, no more than the grant's cost, if no
+// refill has come since the grant; tokens > 0 charges more, and what the
+// bucket cannot cover becomes a debt the next refills pay. Each grant is
+// settled once. Stats counts refunds and charges in Refunded and Charged.
+func (l *Limiter) Settle(ctx context.Context, name, id string, tokens int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, err := l.entry(name)
+	if err != nil {
+		return err
+	}
+	now := l.now()
+	e.refill(now)
+	g := e.granted[id]
+	if g != nil && g.settled {
+		return nil
+	}
+	switch {
+	case tokens < 0 && g != nil && !g.at.Before(e.b.LastTick):
+		back := e.b.Refund(min(-tokens, g.refundable))
+		g.refundable -= back
+		e.stats.Refunded += back
+	case tokens > 0:
+		e.b.Charge(tokens)
+		e.stats.Charged += tokens
+	}
+	if g != nil {
+		g.settled = true
+	}
+	return nil
+}
+
+// Debt returns the named bucket's debt: tokens charged beyond what it held,
+// which its next refills pay first. It panics if the Limiter holds no such bucket.
+func (l *Limiter) Debt(name string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.mustEntry(name)
+	e.refill(l.now())
+	return e.b.Debt
 }
 
 // Tokens returns the tokens the named bucket holds now. It panics if the

@@ -230,3 +230,65 @@ func TestRefillsAuthorizeTheNextTick(t *testing.T) {
 		t.Errorf("with no refill since 2s: %d tokens, last tick t0+%v; want the 3s tick alone (5 tokens)", paused.Tokens, paused.LastTick.Sub(t0))
 	}
 }
+
+// TestSettleRefundsAndCharges: refunds give back a grant of the current
+// window, once, never more than it cost; a refund after a refill, or for a
+// grant the bucket never made, is dropped; a charge beyond the tokens left is
+// a debt the next refill pays; and a settle-up is applied once, across
+// continue-as-new too.
+func TestSettleRefundsAndCharges(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "llm", Schedule: "@every 10s", Amount: 200, Maximum: 200, Initial: new(int64(200))}
+	settle := func(id, grant string, tokens int64) {
+		h.env.SignalWorkflow(SettleSignal, Settle{ID: id, Grant: grant, Tokens: tokens})
+	}
+	var states []Status
+	observe := func(at time.Duration) { h.at(at, func() { states = append(states, h.state()) }) }
+	h.at(1*time.Second, func() { h.acquire("u1", req("a", 100), req("b", 50)) }) // 50 left
+	h.at(2*time.Second, func() {
+		settle("s-a", "a", -60)   // used 40 of 100: 60 back
+		settle("s-a", "a", -60)   // retried: applied once
+		settle("s-b", "b", -500)  // more than b cost: at most 50
+		settle("s-x", "nope", -5) // never granted: dropped
+	})
+	observe(2100 * time.Millisecond)                               // 0: 50 + 60 + 50 = 160
+	h.at(3*time.Second, func() { h.acquire("u2", req("c", 160)) }) // 0 left
+	h.at(4*time.Second, func() { settle("s-c", "c", 150) })        // used 310: a debt of 150
+	observe(4100 * time.Millisecond)                               // 1
+	h.at(10100*time.Millisecond, func() { h.refill(Refill{ID: tickID(t0.Add(10 * time.Second)), Tick: t0.Add(10 * time.Second)}) })
+	h.at(10200*time.Millisecond, func() { settle("s-late", "c", -100) }) // after the refill: dropped
+	observe(10300 * time.Millisecond)                                    // 2: 200 − 150 debt = 50
+	h.run(BucketInput{Spec: spec}, 11*time.Second)
+
+	want := []struct{ tokens, debt, refunded, charged int64 }{
+		{160, 0, 110, 0},
+		{0, 150, 110, 150},
+		{50, 0, 110, 150},
+	}
+	for i, w := range want {
+		st := states[i]
+		if st.Tokens != w.tokens || st.Debt != w.debt || st.Refunded != w.refunded || st.Charged != w.charged {
+			t.Errorf("state %d: %d tokens, debt %d, refunded %d, charged %d; want %+v", i, st.Tokens, st.Debt, st.Refunded, st.Charged, w)
+		}
+	}
+
+	// Across continue-as-new: the same settle-up again is applied once.
+	h2 := newHarness(t)
+	var before, after Status
+	h2.at(time.Second, func() { h2.acquire("u1", req("a", 100)) })
+	h2.at(2*time.Second, func() { h2.env.SignalWorkflow(SettleSignal, Settle{ID: "s-a", Grant: "a", Tokens: -30}) })
+	h2.at(3*time.Second, func() { h2.acquire("u2", req("b", 1)) }) // the last update of the run
+	h2.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: 2})
+	next := continuedAsNew(t, h2.env)
+	h3 := newHarness(t)
+	h3.at(100*time.Millisecond, func() { before = h3.state() })
+	h3.at(200*time.Millisecond, func() {
+		h3.env.SignalWorkflow(SettleSignal, Settle{ID: "s-a", Grant: "a", Tokens: -30})   // again
+		h3.env.SignalWorkflow(SettleSignal, Settle{ID: "s-a2", Grant: "a", Tokens: -100}) // the rest of a's 100: 70
+	})
+	h3.at(300*time.Millisecond, func() { after = h3.state() })
+	h3.run(next, time.Second)
+	if before.Tokens != 129 || after.Tokens != 199 || after.Refunded != 100 {
+		t.Errorf("across continue-as-new: %d tokens before, %d after, refunded %d; want 129, 199 (70 more: what a may still give back) and 100", before.Tokens, after.Tokens, after.Refunded)
+	}
+}

@@ -27,8 +27,13 @@ const (
 	grantedIDsKept   = 8192
 	grantedIDsBytes  = 256 << 10
 	grantedIDsMaxAge = time.Minute
+	// ledgerMaxAge keeps granted IDs, with the cost a refund may give back,
+	// in runs that keep a ledger (changeLedger).
+	ledgerMaxAge     = time.Hour
 	tickIDsKept      = 512
 	tickIDsMaxAge    = 24 * time.Hour
+	settledIDsKept   = 4096
+	settledIDsMaxAge = time.Hour
 )
 
 // BucketWorkflow holds one bucket's tokens. It grants tokens through the
@@ -43,6 +48,7 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 	if w.b.Created.IsZero() {
 		w.b.Created = workflow.Now(ctx)
 	}
+	w.ledger = workflow.GetVersion(ctx, changeLedger, workflow.DefaultVersion, 1) >= 1
 	if w.b.Heal(workflow.Now(ctx)) {
 		workflow.GetLogger(ctx).Warn("Forgot a refill tick from the future carried by the previous run", "bucket", in.Spec.Name)
 	}
@@ -53,6 +59,7 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		refills: workflow.GetSignalChannel(ctx, RefillSignal),
 		returns: workflow.GetSignalChannel(ctx, ReturnSignal),
 		reports: workflow.GetSignalChannel(ctx, ReportSignal),
+		settles: workflow.GetSignalChannel(ctx, SettleSignal),
 	}
 	for {
 		err := workflow.Await(ctx, func() bool {
@@ -85,6 +92,7 @@ type bucketWorkflow struct {
 	b       *bucket.Bucket
 	updates int // accepted in this run
 	retired bool
+	ledger  bool // see changeLedger
 }
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
@@ -105,6 +113,7 @@ func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
 	}
 	in.granted.reindex()
 	in.ticks.reindex()
+	in.settled.reindex()
 	return &bucketWorkflow{in: in, b: b}, nil
 }
 
@@ -215,7 +224,11 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 		switch {
 		case r.Granted:
 			outcomes[i].Granted = true
-			w.in.granted.add(batch.Requests[i].ID, now)
+			if w.ledger {
+				w.in.granted.addCost(batch.Requests[i].ID, now, costs[i])
+			} else {
+				w.in.granted.add(batch.Requests[i].ID, now)
+			}
 		case costs[i] > 0:
 			outcomes[i].RetryAfter = r.RetryAfter
 		}
@@ -233,7 +246,7 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	}
 	w.b.CountDenied(batch.Rejected)
 	if w.in.granted.len() > grantedIDsKept*5/4 || w.in.granted.size() > grantedIDsBytes*5/4 {
-		w.in.granted.trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+		w.in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	}
 	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
@@ -274,13 +287,21 @@ func (w *bucketWorkflow) retire(ctx workflow.Context) (Status, error) {
 	return w.status(ctx), nil
 }
 
+// grantedMaxAge is how long a granted request ID is remembered.
+func (w *bucketWorkflow) grantedMaxAge() time.Duration {
+	if w.ledger {
+		return ledgerMaxAge
+	}
+	return grantedIDsMaxAge
+}
+
 // signals are the channels of the signals a bucket takes.
 type signals struct {
-	refills, returns, reports workflow.ReceiveChannel
+	refills, returns, reports, settles workflow.ReceiveChannel
 }
 
 func (s signals) waiting() bool {
-	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0
+	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0 || s.settles.Len() > 0
 }
 
 // drain applies every signal waiting.
@@ -300,6 +321,30 @@ func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
 	for s.reports.ReceiveAsync(&rep) {
 		w.b.CountDenied(rep.Rejected)
 		rep = Report{}
+	}
+	var set Settle
+	for s.settles.ReceiveAsync(&set) {
+		w.settle(ctx, set)
+		set = Settle{}
+	}
+}
+
+// settle applies a settle signal once: a refund of a grant of the current
+// window, no more than it cost, or a charge (see Settle).
+func (w *bucketWorkflow) settle(ctx workflow.Context, s Settle) {
+	now := workflow.Now(ctx)
+	if s.ID == "" || len(s.ID) > MaxIDLength || w.in.settled.has(s.ID) {
+		return
+	}
+	switch {
+	case s.Tokens < 0:
+		w.b.Refund(w.in.granted.take(s.Grant, w.b.LastTick, -s.Tokens))
+	case s.Tokens > 0:
+		w.b.Charge(s.Tokens)
+	}
+	w.in.settled.add(s.ID, now)
+	if w.in.settled.len() > settledIDsKept*5/4 {
+		w.in.settled.trim(now, settledIDsMaxAge, settledIDsKept, 0)
 	}
 }
 
@@ -367,8 +412,9 @@ func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	st := w.b.State
 	in.State = &st
 	in.run++
-	in.granted.trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+	in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
+	in.settled.trim(now, settledIDsMaxAge, settledIDsKept, 0)
 	return in
 }
 

@@ -27,6 +27,7 @@ const (
 	RefillSignal    = "refill"
 	ReturnSignal    = "return"
 	ReportSignal    = "report"
+	SettleSignal    = "settle"
 	StateQuery      = "state"
 
 	// SpecMemo is the memo field holding a bucket workflow's current spec,

@@ -20,8 +20,8 @@ type BucketInput struct {
 	// What a run hands the next: the IDs of recently granted requests and of
 	// recently applied refills, so a retry is applied once even across runs,
 	// and the number of runs before this one.
-	granted, ticks recent
-	run            int
+	granted, ticks, settled recent
+	run                     int
 }
 
 // bucketInputJSON is BucketInput as it travels: every field, exported.
@@ -30,13 +30,14 @@ type bucketInputJSON struct {
 	State            *bucket.State `json:"state,omitempty"`
 	Granted          recent        `json:"granted,omitzero"`
 	Ticks            recent        `json:"ticks,omitzero"`
+	Settled          recent        `json:"settled,omitzero"`
 	Run              int           `json:"run,omitempty"`
 	MaxUpdatesPerRun int           `json:"maxUpdatesPerRun,omitempty"`
 }
 
 // MarshalJSON encodes the input with what the bucket carries.
 func (in BucketInput) MarshalJSON() ([]byte, error) {
-	return json.Marshal(bucketInputJSON{Spec: in.Spec, State: in.State, Granted: in.granted, Ticks: in.ticks, Run: in.run, MaxUpdatesPerRun: in.MaxUpdatesPerRun})
+	return json.Marshal(bucketInputJSON{Spec: in.Spec, State: in.State, Granted: in.granted, Ticks: in.ticks, Settled: in.settled, Run: in.run, MaxUpdatesPerRun: in.MaxUpdatesPerRun})
 }
 
 // UnmarshalJSON decodes an input MarshalJSON encoded.
@@ -45,7 +46,7 @@ func (in *BucketInput) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	*in = BucketInput{Spec: w.Spec, State: w.State, MaxUpdatesPerRun: w.MaxUpdatesPerRun, granted: w.Granted, ticks: w.Ticks, run: w.Run}
+	*in = BucketInput{Spec: w.Spec, State: w.State, MaxUpdatesPerRun: w.MaxUpdatesPerRun, granted: w.Granted, ticks: w.Ticks, settled: w.Settled, run: w.Run}
 	return nil
 }
 
@@ -114,6 +115,19 @@ type AcquireResponse struct {
 	// it sent the update, on its own monotonic clock, so a clock that
 	// disagrees with the server's never stretches a lease into the next window.
 	LeaseFor time.Duration `json:"leaseFor,omitempty"`
+}
+
+// Settle is the settle signal: a grant's tokens given back (Tokens < 0: the
+// activity did not run, or used fewer), or more charged (Tokens > 0: it used
+// more than it was granted). ID names the settle-up, which is applied once;
+// Grant is the request ID of the grant. A refund is applied only while the
+// window the grant was made in lasts (a refill since has restored the bucket
+// already), and never more than the grant's cost; a charge takes what the
+// bucket holds and leaves the rest as a debt the next refills pay.
+type Settle struct {
+	ID     string `json:"id"`
+	Grant  string `json:"grant"`
+	Tokens int64  `json:"tokens"`
 }
 
 // Report is the report signal: tokens an acquirer saw refused by the acquire

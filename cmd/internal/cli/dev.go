@@ -160,14 +160,14 @@ func (d *devCommand) demoBucket(cfg *bucket.Config) (bucket.Spec, bool) {
 	if !d.demo {
 		return bucket.Spec{}, false
 	}
-	if g, ok := cfg.Guards[activities.DemoActivity]; ok {
-		if spec, ok := cfg.Bucket(g.Bucket); ok {
+	if gs, ok := cfg.Guards[activities.DemoActivity]; ok {
+		if spec, ok := cfg.Bucket(gs[0].Bucket); ok {
 			return spec, false
 		}
 	}
 	spec := demo.DefaultBucket
 	cfg.Buckets = append(cfg.Buckets, spec)
-	cfg.Guards[activities.DemoActivity] = bucket.Guard{Bucket: spec.Name, Cost: 1}
+	cfg.Guards[activities.DemoActivity] = []bucket.Guard{{Bucket: spec.Name, Cost: 1}}
 	return spec, true
 }
 

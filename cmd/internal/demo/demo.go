@@ -71,7 +71,7 @@ func Start(ctx context.Context, c client.Client, spec bucket.Spec, opts Options)
 	if err != nil {
 		return nil, err
 	}
-	ic, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{activities.DemoActivity: {Bucket: spec.Name, Cost: 1}}})
+	ic, err := interceptor.New(interceptor.Options{Guards: map[string][]bucket.Guard{activities.DemoActivity: {{Bucket: spec.Name, Cost: 1}}}})
 	if err != nil {
 		return nil, err
 	}

@@ -109,7 +109,7 @@ func TestHelperWorkerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ic, err := interceptor.New(interceptor.Options{
-		Guards:  map[string]bucket.Guard{crashActivityType: {Bucket: cfg.Bucket, Cost: 1}},
+		Guards:  map[string][]bucket.Guard{crashActivityType: {{Bucket: cfg.Bucket, Cost: 1}}},
 		Limiter: acq,
 	})
 	if err != nil {
