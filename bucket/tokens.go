@@ -71,6 +71,10 @@ type State struct {
 	// by charges, apart from Granted (saturating at math.MaxInt64).
 	Refunded int64 `json:"refunded,omitempty"`
 	Charged  int64 `json:"charged,omitempty"`
+	// Unrefunded counts tokens of grants whose refund came after the window
+	// they were granted in had ended: the refill that began the next window
+	// restored the bucket already, so they are not given back.
+	Unrefunded int64 `json:"unrefunded,omitempty"`
 	// Until is the latest tick the bucket may apply by itself, when its time
 	// comes, without waiting for that tick's refill: the refill of the tick
 	// before authorized it (see [Bucket.Authorize]). Zero until a refill does.

@@ -106,7 +106,7 @@ func Example_activity() {
 	// Lyon: ran at 09:00:00, 0 token(s) left
 	// Nice: RateLimited, retryable true, next retry in 40s; bucket geocoder holds 0, refills at 09:01:00
 	// Nice: ran at 09:01:00, 1 token(s) left
-	// {Grants:3 Denials:1 Duplicates:0 GrantedTokens:3 DeniedTokens:1 Refunded:0 Charged:0}
+	// {Grants:3 Denials:1 Duplicates:0 GrantedTokens:3 DeniedTokens:1 Refunded:0 Charged:0 Unrefunded:0}
 }
 
 // GeocodeAll is an application's workflow: it geocodes cities one after the
@@ -170,5 +170,5 @@ func Example_workflow() {
 	// +1m0s Nice (attempt 2)
 	// +1m0s Lille (attempt 1)
 	// +2m0s Brest (attempt 2)
-	// {Grants:5 Denials:2 Duplicates:0 GrantedTokens:5 DeniedTokens:2 Refunded:0 Charged:0}
+	// {Grants:5 Denials:2 Duplicates:0 GrantedTokens:5 DeniedTokens:2 Refunded:0 Charged:0 Unrefunded:0}
 }

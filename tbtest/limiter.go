@@ -68,8 +68,9 @@ type Stats struct {
 	Duplicates int
 	// GrantedTokens and DeniedTokens sum the costs of those grants and denials.
 	GrantedTokens, DeniedTokens int64
-	// Refunded and Charged sum the tokens Settle gave back and charged.
-	Refunded, Charged int64
+	// Refunded and Charged sum the tokens Settle gave back and charged;
+	// Unrefunded those it did not give back, the grant's window having ended.
+	Refunded, Charged, Unrefunded int64
 }
 
 // NewLimiter returns a Limiter holding a bucket for each spec, read on the
@@ -170,10 +171,14 @@ func (l *Limiter) Settle(ctx context.Context, name, id string, tokens int64) err
 		return nil
 	}
 	switch {
-	case tokens < 0 && g != nil && !g.at.Before(e.b.LastTick):
-		back := e.b.Refund(min(-tokens, g.refundable))
-		g.refundable -= back
-		e.stats.Refunded += back
+	case tokens < 0 && g != nil:
+		n := min(-tokens, g.refundable)
+		g.refundable -= n
+		if g.at.Before(e.b.LastTick) { // the window ended: the refill restored the bucket
+			e.stats.Unrefunded += n
+		} else {
+			e.stats.Refunded += e.b.Refund(n)
+		}
 	case tokens > 0:
 		e.b.Charge(tokens)
 		e.stats.Charged += tokens

@@ -9,6 +9,7 @@ package workflows
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -338,7 +339,9 @@ func (w *bucketWorkflow) settle(ctx workflow.Context, s Settle) {
 	}
 	switch {
 	case s.Tokens < 0:
-		w.b.Refund(w.in.granted.take(s.Grant, w.b.LastTick, -s.Tokens))
+		n, late := w.in.granted.take(s.Grant, w.b.LastTick, -s.Tokens)
+		w.b.Refund(n)
+		w.b.Unrefunded = min(w.b.Unrefunded+late, math.MaxInt64-1)
 	case s.Tokens > 0:
 		w.b.Charge(s.Tokens)
 	}

@@ -61,18 +61,23 @@ func (r *recent) addCost(id string, now time.Time, cost int64) {
 }
 
 // take takes up to tokens from what a refund may still give back for id,
-// if id was added at or after since; it returns how many it took.
-func (r *recent) take(id string, since time.Time, tokens int64) int64 {
+// if id was added at or after since, and returns how many it took; if id was
+// added before since, it returns in late how many it would have taken, and
+// nothing may be refunded for id any more.
+func (r *recent) take(id string, since time.Time, tokens int64) (n, late int64) {
 	if !r.has(id) {
-		return 0
+		return 0, 0
 	}
 	i := slices.Index(r.IDs, id)
-	if i < 0 || i >= len(r.Costs) || r.At[i] < since.UnixMilli() {
-		return 0
+	if i < 0 || i >= len(r.Costs) {
+		return 0, 0
 	}
-	n := min(tokens, r.Costs[i])
+	n = min(tokens, r.Costs[i])
 	r.Costs[i] -= n
-	return n
+	if r.At[i] < since.UnixMilli() {
+		return 0, n
+	}
+	return n, 0
 }
 
 // trim forgets IDs older than maxAge before now, and the oldest beyond maxLen
