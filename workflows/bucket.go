@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -219,7 +220,7 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (AcquireResponse, error) {
 	w.updates++
 	now := workflow.Now(ctx)
-	w.applyDue(now)
+	w.applyDue(ctx, now)
 	costs, outcomes, _ := w.classify(batch)
 	for i, r := range w.b.Take(now, costs) {
 		switch {
@@ -253,6 +254,7 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
 		resp.LeaseFor = leaseFor
 	}
+	w.observe(ctx)
 	return resp, nil
 }
 
@@ -270,11 +272,12 @@ func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {
 // configure changes amount, maximum and schedule, keeping the tokens (clamped to a lowered maximum).
 func (w *bucketWorkflow) configure(ctx workflow.Context, spec bucket.Spec) (Status, error) {
 	w.updates++
-	w.applyDue(workflow.Now(ctx))
+	w.applyDue(ctx, workflow.Now(ctx))
 	if err := w.b.Reconfigure(spec); err != nil {
 		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
 	}
 	w.in.Spec = spec
+	w.observe(ctx)
 	if err := workflow.UpsertMemo(ctx, map[string]any{SpecMemo: spec}); err != nil {
 		return Status{}, err
 	}
@@ -307,7 +310,7 @@ func (s signals) waiting() bool {
 
 // drain applies every signal waiting.
 func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
-	w.applyDue(workflow.Now(ctx))
+	w.applyDue(ctx, workflow.Now(ctx))
 	var r Refill
 	for s.refills.ReceiveAsync(&r) {
 		w.refill(ctx, r)
@@ -328,6 +331,7 @@ func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
 		w.settle(ctx, set)
 		set = Settle{}
 	}
+	w.observe(ctx)
 }
 
 // settle applies a settle signal once: a refund of a grant of the current
@@ -340,10 +344,11 @@ func (w *bucketWorkflow) settle(ctx workflow.Context, s Settle) {
 	switch {
 	case s.Tokens < 0:
 		n, late := w.in.granted.take(s.Grant, w.b.LastTick, -s.Tokens)
-		w.b.Refund(n)
+		w.metrics(ctx).Counter(MetricRefunded).Inc(w.b.Refund(n))
 		w.b.Unrefunded = min(w.b.Unrefunded+late, math.MaxInt64-1)
 	case s.Tokens > 0:
 		w.b.Charge(s.Tokens)
+		w.metrics(ctx).Counter(MetricCharged).Inc(s.Tokens)
 	}
 	w.in.settled.add(s.ID, now)
 	if w.in.settled.len() > settledIDsKept*5/4 {
@@ -375,6 +380,10 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 		amount = w.b.Spec().Amount
 	}
 	w.b.Refill(now, r.Tick, amount)
+	w.metrics(ctx).Counter(MetricRefills).Inc(1)
+	if !r.Tick.IsZero() {
+		w.metrics(ctx).Timer(MetricRefillLag).Record(max(now.Sub(r.Tick), 0))
+	}
 	if r.ID != "" {
 		w.rememberTick(r.ID, now)
 	}
@@ -388,16 +397,30 @@ func (w *bucketWorkflow) authorize(ctx workflow.Context, now, tick time.Time) {
 		return
 	}
 	w.b.Authorize(tick)
-	w.applyDue(now)
+	w.applyDue(ctx, now)
 }
 
 // applyDue applies the authorized ticks now has passed, remembering each
 // under the ID its refill workflow signals, so that refill changes nothing
 // but the authorization it carries.
-func (w *bucketWorkflow) applyDue(now time.Time) {
+func (w *bucketWorkflow) applyDue(ctx workflow.Context, now time.Time) {
 	for _, tick := range w.b.ApplyDue(now) {
 		w.rememberTick(tickID(tick), now)
+		w.metrics(ctx).Counter(MetricRefills).Inc(1)
 	}
+}
+
+// metrics is the workflow's metrics handler, tagged with the bucket: it
+// records nothing while the workflow replays.
+func (w *bucketWorkflow) metrics(ctx workflow.Context) client.MetricsHandler {
+	return workflow.GetMetricsHandler(ctx).WithTags(map[string]string{MetricTagBucket: w.b.Spec().Name})
+}
+
+// observe records the bucket's gauges.
+func (w *bucketWorkflow) observe(ctx workflow.Context) {
+	m := w.metrics(ctx)
+	m.Gauge(MetricTokens).Update(float64(w.b.Tokens))
+	m.Gauge(MetricDebt).Update(float64(w.b.Debt))
 }
 
 func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
@@ -410,7 +433,7 @@ func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
 // next returns the input of the next run: this run's whole state.
 func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	now := workflow.Now(ctx)
-	w.applyDue(now)
+	w.applyDue(ctx, now)
 	in := w.in
 	st := w.b.State
 	in.State = &st

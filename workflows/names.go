@@ -39,6 +39,24 @@ const (
 	Owner     = "tb"
 )
 
+// Metrics the bucket workflow records through its workflow's metrics handler
+// (which records nothing during replay), each tagged MetricTagBucket.
+const (
+	MetricTagBucket = "bucket"
+	// MetricTokens (gauge): tokens the bucket holds, after each change.
+	MetricTokens = "tb_bucket_tokens"
+	// MetricDebt (gauge): tokens charged beyond what the bucket held, not yet paid.
+	MetricDebt = "tb_bucket_debt"
+	// MetricRefills (counter): refills applied, scheduled, manual and the
+	// ticks the bucket applied by itself.
+	MetricRefills = "tb_bucket_refills"
+	// MetricRefillLag (timer): how long after its tick a scheduled refill's signal arrived.
+	MetricRefillLag = "tb_bucket_refill_lag"
+	// MetricRefunded and MetricCharged (counters): tokens given back and charged by settle-ups.
+	MetricRefunded = "tb_bucket_refunded_tokens"
+	MetricCharged  = "tb_bucket_charged_tokens"
+)
+
 // Types of the ApplicationErrors tb returns; test for them with temporal.ApplicationError.Type.
 const (
 	// ErrRateLimited: the bucket holds too few tokens. Retryable; details hold an AcquireResponse.
