@@ -55,11 +55,24 @@ type Spec struct {
 	Maximum int64 `json:"maximum"`
 	// Initial is the number of tokens a new bucket starts with; nil means Maximum.
 	Initial *int64 `json:"initial,omitempty"`
+	// Mode is "enforce" (or "", the default) or "shadow": a bucket in shadow
+	// mode counts and logs what it would refuse but grants everything, for
+	// putting tb in front of a live integration safely.
+	Mode string `json:"mode,omitempty"`
 	// TaskQueue is where the bucket's workflows run; "" means tb's default
 	// (workflows.TaskQueue, or tb sync-schedules --task-queue). See
 	// [CheckTaskQueue] for what a name may hold.
 	TaskQueue string `json:"taskQueue,omitempty"`
 }
+
+// Modes of a bucket.
+const (
+	ModeEnforce = "enforce"
+	ModeShadow  = "shadow"
+)
+
+// Shadow reports whether the bucket is in shadow mode.
+func (s Spec) Shadow() bool { return s.Mode == ModeShadow }
 
 // InitialTokens returns the tokens a new bucket starts with.
 func (s Spec) InitialTokens() int64 {
@@ -140,6 +153,11 @@ func (s Spec) validate(strict bool) error {
 		if err := CheckTaskQueue(s.TaskQueue); err != nil {
 			add("task_queue", err)
 		}
+	}
+	switch s.Mode {
+	case "", ModeEnforce, ModeShadow:
+	default:
+		add("mode", fmt.Errorf("%q is not a mode; use %q (the default) or %q", s.Mode, ModeEnforce, ModeShadow))
 	}
 	if len(errs) == 0 {
 		return nil

@@ -456,3 +456,50 @@ func TestRefundAndCharge(t *testing.T) {
 		t.Errorf("a charge of 10000: debt %d (added %d), want capped at 200", b.Debt, debt)
 	}
 }
+
+func TestPauseCalibrateAndShadow(t *testing.T) {
+	b := mustNew(t, Spec{Name: "p", Schedule: "@every 10s", Amount: 5, Maximum: 10})
+	b.Created = t0
+	now := at(time.Second)
+	// The upstream says: come back in 30s. Nothing is granted until then,
+	// tokens on hand included, and the forecast says so.
+	if !b.Pause(now, at(31*time.Second)) || b.Pause(now, at(20*time.Second)) {
+		t.Fatal("a first pause did not begin, or a shorter one did")
+	}
+	if ok, waits := b.Check(now, []int64{1}); ok || waits[0] != 30*time.Second {
+		t.Errorf("Check while paused: %v %v; want refused for 30s", ok, waits)
+	}
+	if r := b.Take(now, []int64{1}); r[0].Granted || r[0].RetryAfter != 30*time.Second || b.Tokens != 10 {
+		t.Errorf("Take while paused: %+v, tokens %d", r, b.Tokens)
+	}
+	if b.Pause(at(2*time.Second), at(40*time.Second)) || b.Pauses != 1 || !b.PausedUntil.Equal(at(40*time.Second)) {
+		t.Errorf("extending a running pause: pauses %d, until t0+%v; want 1 pause, until 40s", b.Pauses, b.PausedUntil.Sub(t0))
+	}
+	if r := b.Take(at(40*time.Second), []int64{1}); !r[0].Granted {
+		t.Errorf("after the pause: %+v", r)
+	}
+	if b.Pause(now, at(1000*time.Hour)); b.PausedUntil.Sub(now) != MaxPause {
+		t.Errorf("a pause of 1000h lasts %v, want MaxPause", b.PausedUntil.Sub(now))
+	}
+	// The upstream says 2 are left: the bucket holds no more.
+	c := mustNew(t, Spec{Name: "c", Schedule: "@every 10s", Amount: 5, Maximum: 10})
+	if !c.Calibrate(2) || c.Tokens != 2 || c.Calibrate(5) || c.Tokens != 2 || c.Calibrations != 1 {
+		t.Errorf("calibrate: %d tokens, %d calibrations", c.Tokens, c.Calibrations)
+	}
+	// Shadow: everything runs; the refusals are counted as an enforcing bucket would make them.
+	sh := mustNew(t, Spec{Name: "s", Schedule: "@every 10s", Amount: 5, Maximum: 5, Mode: ModeShadow})
+	enf := mustNew(t, Spec{Name: "s", Schedule: "@every 10s", Amount: 5, Maximum: 5})
+	for i := range 8 {
+		rs, re := sh.Take(now, []int64{1}), enf.Take(now, []int64{1})
+		if !rs[0].Granted || rs[0].Shadow != !re[0].Granted {
+			t.Errorf("request %d: shadow %+v, enforcing %+v", i, rs[0], re[0])
+		}
+	}
+	if ok, _ := sh.Check(now, []int64{3}); !ok {
+		t.Error("Check refused in shadow mode")
+	}
+	if sh.WouldDeny != enf.Denied || sh.Granted != enf.Granted || sh.Tokens != enf.Tokens || sh.Denied != 0 {
+		t.Errorf("shadow: would deny %d, granted %d, %d tokens; enforcing: denied %d, granted %d, %d tokens",
+			sh.WouldDeny, sh.Granted, sh.Tokens, enf.Denied, enf.Granted, enf.Tokens)
+	}
+}

@@ -595,7 +595,7 @@ func (a *Acquirer) send(name string, q *queue, batch []*call, rejected int64, bo
 					fmt.Sprintf("bucket %q: %s", name, r.Invalid), workflows.ErrInvalidRequest, nil)}
 				continue
 			}
-			d.Granted, d.RetryAfter = r.Granted, r.RetryAfter
+			d.Granted, d.RetryAfter, d.Shadow = r.Granted, r.RetryAfter, r.Shadow
 			if !r.Granted {
 				if refusedFor == 0 {
 					refusedFor = max(r.RetryAfter, minRetryDelay)

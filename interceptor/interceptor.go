@@ -56,6 +56,8 @@ type Options struct {
 	// spreads instead of arriving at the refill at once. The jitter is uniform
 	// in [0, min(MaxJitter, retry-after/10)). Default DefaultMaxJitter; negative disables it.
 	MaxJitter time.Duration
+	// MaxPause caps a pause an upstream asks for (ReportHTTP). Default DefaultMaxPause.
+	MaxPause time.Duration
 }
 
 // Interceptor is a worker interceptor; add it to worker.Options.Interceptors.
@@ -104,6 +106,9 @@ func New(opts Options) (*Interceptor, error) {
 	}
 	if opts.MaxJitter == 0 {
 		opts.MaxJitter = DefaultMaxJitter
+	}
+	if opts.MaxPause <= 0 {
+		opts.MaxPause = DefaultMaxPause
 	}
 	if err := opts.AcquirerOptions.setDefaults(); err != nil {
 		return nil, err
@@ -156,6 +161,7 @@ func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinter
 // held is what a running guarded activity holds: its grants, and the costs
 // its body reported with SetCost.
 type held struct {
+	ic     *Interceptor
 	lim    Limiter
 	id     string // the request ID, the same in every bucket
 	grants []Grant
@@ -176,7 +182,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 	if err != nil {
 		return nil, err
 	}
-	h := &held{lim: lim, id: requestID(info), grants: make([]Grant, len(guards))}
+	h := &held{ic: i, lim: lim, id: requestID(info), grants: make([]Grant, len(guards))}
 	got := make([]bool, len(guards))
 	for {
 		var denials []Denial
@@ -191,7 +197,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			}
 			if d.Granted {
 				got[k] = true
-				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill}
+				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill, Shadow: d.Shadow}
 				continue
 			}
 			denials = append(denials, Denial{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill})

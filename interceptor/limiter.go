@@ -39,6 +39,9 @@ type Decision struct {
 	// LastRefill is when the bucket applied its latest refill before it
 	// decided: grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time
+	// Shadow reports a grant made only because the bucket is in shadow
+	// mode: enforcing, it would have refused the request.
+	Shadow bool
 }
 
 // A Grant is the tokens a running guarded activity holds; GrantFromContext
@@ -54,6 +57,8 @@ type Grant struct {
 	// LastRefill is when the bucket applied the latest refill before the
 	// grant; grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time
+	// Shadow reports that the bucket, in shadow mode, would have refused.
+	Shadow bool
 }
 
 type grantKey struct{}

@@ -520,7 +520,16 @@ func (s *syncer) scheduledSpec(a client.ScheduleAction) (bucket.Spec, string, er
 func sameSpec(a, b bucket.Spec) bool {
 	ai, bi := a.InitialTokens(), b.InitialTokens()
 	a.Initial, b.Initial = &ai, &bi
+	a.Mode, b.Mode = mode(a), mode(b) // "" is "enforce"
 	return reflect.DeepEqual(a, b)
+}
+
+// mode names a spec's mode, "enforce" when unset.
+func mode(s bucket.Spec) string {
+	if s.Mode == "" {
+		return bucket.ModeEnforce
+	}
+	return s.Mode
 }
 
 // diff describes how b differs from a, e.g. "amount 5 → 10, maximum 5 → 20".
@@ -536,6 +545,7 @@ func diff(a, b bucket.Spec) string {
 	add("amount", a.Amount, b.Amount)
 	add("maximum", a.Maximum, b.Maximum)
 	add("initial", a.InitialTokens(), b.InitialTokens())
+	add("mode", mode(a), mode(b))
 	add("task queue", a.TaskQueue, b.TaskQueue)
 	return strings.Join(parts, ", ")
 }

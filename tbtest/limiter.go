@@ -40,8 +40,9 @@ type Limiter struct {
 }
 
 var (
-	_ interceptor.Limiter = (*Limiter)(nil)
-	_ interceptor.Settler = (*Limiter)(nil)
+	_ interceptor.Limiter  = (*Limiter)(nil)
+	_ interceptor.Settler  = (*Limiter)(nil)
+	_ interceptor.Reporter = (*Limiter)(nil)
 )
 
 // A grant is what Settle may still give back of one, and when it was made.
@@ -52,6 +53,7 @@ type grant struct {
 }
 
 type entry struct {
+	reports map[string]bool // upstream reports applied
 	b       *bucket.Bucket
 	granted map[string]*grant
 	stats   Stats
@@ -189,6 +191,37 @@ func (l *Limiter) Settle(ctx context.Context, name, id string, tokens int64) err
 	return nil
 }
 
+// Report applies what an upstream said, as a bucket workflow does: a pause
+// (capped at bucket.MaxPause) grants nothing until it ends, a count of what
+// is left lowers the tokens. Each report id is applied once.
+func (l *Limiter) Report(ctx context.Context, name, id string, u interceptor.Upstream) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, err := l.entry(name)
+	if err != nil {
+		return err
+	}
+	if e.reports[id] {
+		return nil
+	}
+	if e.reports == nil {
+		e.reports = map[string]bool{}
+	}
+	e.reports[id] = true
+	now := l.now()
+	e.refill(now)
+	if u.Pause > 0 {
+		e.b.Pause(now, now.Add(u.Pause))
+	}
+	if u.Remaining != nil {
+		e.b.Calibrate(*u.Remaining)
+	}
+	return nil
+}
+
 // Debt returns the named bucket's debt: tokens charged beyond what it held,
 // which its next refills pay first. It panics if the Limiter holds no such bucket.
 func (l *Limiter) Debt(name string) int64 {
@@ -280,6 +313,7 @@ func (e *entry) decision(now time.Time, r bucket.Result) interceptor.Decision {
 		RetryAfter: r.RetryAfter,
 		NextRefill: e.b.NextRefill(now),
 		LastRefill: e.b.LastRefill,
+		Shadow:     r.Shadow,
 	}
 }
 

@@ -58,10 +58,11 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		return Status{}, err
 	}
 	sig := signals{
-		refills: workflow.GetSignalChannel(ctx, RefillSignal),
-		returns: workflow.GetSignalChannel(ctx, ReturnSignal),
-		reports: workflow.GetSignalChannel(ctx, ReportSignal),
-		settles: workflow.GetSignalChannel(ctx, SettleSignal),
+		refills:   workflow.GetSignalChannel(ctx, RefillSignal),
+		returns:   workflow.GetSignalChannel(ctx, ReturnSignal),
+		reports:   workflow.GetSignalChannel(ctx, ReportSignal),
+		settles:   workflow.GetSignalChannel(ctx, SettleSignal),
+		upstreams: workflow.GetSignalChannel(ctx, UpstreamSignal),
 	}
 	for {
 		err := workflow.Await(ctx, func() bool {
@@ -95,6 +96,8 @@ type bucketWorkflow struct {
 	updates int // accepted in this run
 	retired bool
 	ledger  bool // see changeLedger
+	// shadowLogged is the window of the latest shadow-mode log line.
+	shadowLogged time.Time
 }
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
@@ -222,10 +225,11 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	now := workflow.Now(ctx)
 	w.applyDue(ctx, now)
 	costs, outcomes, _ := w.classify(batch)
+	wouldDeny := w.b.WouldDeny
 	for i, r := range w.b.Take(now, costs) {
 		switch {
 		case r.Granted:
-			outcomes[i].Granted = true
+			outcomes[i].Granted, outcomes[i].Shadow = true, r.Shadow
 			if w.ledger {
 				w.in.granted.addCost(batch.Requests[i].ID, now, costs[i])
 			} else {
@@ -244,6 +248,13 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 				leaseFor = w.b.NextTick().Sub(now)
 			}
 			break // one lease per batch
+		}
+	}
+	if n := w.b.WouldDeny - wouldDeny; n > 0 {
+		w.metrics(ctx).Counter(MetricWouldDeny).Inc(n)
+		if w.shadowLogged != w.b.LastTick {
+			w.shadowLogged = w.b.LastTick // once per refill window
+			workflow.GetLogger(ctx).Info("Shadow mode: let through what enforcing would refuse", "bucket", w.b.Spec().Name, "tokens", n, "wouldDenyTotal", w.b.WouldDeny)
 		}
 	}
 	w.b.CountDenied(batch.Rejected)
@@ -301,11 +312,11 @@ func (w *bucketWorkflow) grantedMaxAge() time.Duration {
 
 // signals are the channels of the signals a bucket takes.
 type signals struct {
-	refills, returns, reports, settles workflow.ReceiveChannel
+	refills, returns, reports, settles, upstreams workflow.ReceiveChannel
 }
 
 func (s signals) waiting() bool {
-	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0 || s.settles.Len() > 0
+	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0 || s.settles.Len() > 0 || s.upstreams.Len() > 0
 }
 
 // drain applies every signal waiting.
@@ -331,7 +342,30 @@ func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
 		w.settle(ctx, set)
 		set = Settle{}
 	}
+	var up Upstream
+	for s.upstreams.ReceiveAsync(&up) {
+		w.upstream(ctx, up)
+		up = Upstream{}
+	}
 	w.observe(ctx)
+}
+
+// upstream applies what the upstream said, once per report: a pause, and a
+// count of what is left.
+func (w *bucketWorkflow) upstream(ctx workflow.Context, u Upstream) {
+	now := workflow.Now(ctx)
+	if u.ID == "" || len(u.ID) > MaxIDLength || w.in.settled.has(u.ID) {
+		return
+	}
+	w.in.settled.add(u.ID, now)
+	m := w.metrics(ctx)
+	if u.PauseFor > 0 && w.b.Pause(now, now.Add(u.PauseFor)) {
+		m.Counter(MetricPauses).Inc(1)
+		workflow.GetLogger(ctx).Info("Paused: the upstream asked callers to come back later", "bucket", w.b.Spec().Name, "until", w.b.PausedUntil)
+	}
+	if u.Remaining != nil && w.b.Calibrate(*u.Remaining) {
+		m.Counter(MetricCalibrations).Inc(1)
+	}
 }
 
 // settle applies a settle signal once: a refund of a grant of the current
@@ -421,6 +455,11 @@ func (w *bucketWorkflow) observe(ctx workflow.Context) {
 	m := w.metrics(ctx)
 	m.Gauge(MetricTokens).Update(float64(w.b.Tokens))
 	m.Gauge(MetricDebt).Update(float64(w.b.Debt))
+	paused := 0.0
+	if w.b.Paused(workflow.Now(ctx)) {
+		paused = 1
+	}
+	m.Gauge(MetricPaused).Update(paused)
 }
 
 func (w *bucketWorkflow) rememberTick(id string, now time.Time) {

@@ -28,6 +28,7 @@ const (
 	ReturnSignal    = "return"
 	ReportSignal    = "report"
 	SettleSignal    = "settle"
+	UpstreamSignal  = "upstream"
 	StateQuery      = "state"
 
 	// SpecMemo is the memo field holding a bucket workflow's current spec,
@@ -55,6 +56,15 @@ const (
 	// MetricRefunded and MetricCharged (counters): tokens given back and charged by settle-ups.
 	MetricRefunded = "tb_bucket_refunded_tokens"
 	MetricCharged  = "tb_bucket_charged_tokens"
+	// MetricPaused (gauge): 1 while a pause the upstream asked for lasts, else 0.
+	MetricPaused = "tb_bucket_paused"
+	// MetricPauses and MetricCalibrations (counters): pauses begun, and
+	// times the upstream's count lowered the tokens.
+	MetricPauses       = "tb_bucket_pauses"
+	MetricCalibrations = "tb_bucket_calibrations"
+	// MetricWouldDeny (counter): in shadow mode, tokens let through that
+	// enforcing would have refused.
+	MetricWouldDeny = "tb_bucket_would_deny_tokens"
 )
 
 // Types of the ApplicationErrors tb returns; test for them with temporal.ApplicationError.Type.

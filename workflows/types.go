@@ -92,6 +92,9 @@ type Outcome struct {
 	RetryAfter time.Duration `json:"retryAfter,omitempty"`
 	// Invalid says why the request can never be granted.
 	Invalid string `json:"invalid,omitempty"`
+	// Shadow: granted only because the bucket is in shadow mode; enforcing,
+	// it would have been refused.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // AcquireResponse answers an acquire update, and is the detail of the
@@ -128,6 +131,16 @@ type Settle struct {
 	ID     string `json:"id"`
 	Grant  string `json:"grant"`
 	Tokens int64  `json:"tokens"`
+}
+
+// Upstream is the upstream signal: what the API behind the bucket said about
+// its quota. PauseFor (a 429's Retry-After) makes the bucket grant nothing for
+// that long from when it takes the signal; Remaining lowers its tokens to at
+// most that many. ID names the report, which is applied once.
+type Upstream struct {
+	ID        string        `json:"id"`
+	PauseFor  time.Duration `json:"pauseFor,omitempty"`
+	Remaining *int64        `json:"remaining,omitempty"`
 }
 
 // Report is the report signal: tokens an acquirer saw refused by the acquire
