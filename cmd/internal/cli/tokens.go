@@ -181,12 +181,12 @@ func (t *tokensCommand) print(rows []bucketStatus, now time.Time) error {
 
 func printTokens(w io.Writer, rows []bucketStatus, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BUCKET\tTOKENS\tAMOUNT\tSCHEDULE\tNEXT REFILL\tLAST REFILL\tGRANTED\tDENIED\tREFUNDED\tDEBT")
+	fmt.Fprintln(tw, "BUCKET\tTOKENS\tAMOUNT\tSCHEDULE\tNEXT REFILL\tLAST REFILL\tGRANTED\tDENIED\tREFUNDED\tDEBT\tPAUSED\tWOULD DENY")
 	for _, r := range rows {
 		if r.State == nil {
 			// Every column, so that the rows below keep the header's columns;
 			// the reason goes last, where its width moves nothing.
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Bucket, r.Error)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Bucket, r.Error)
 			continue
 		}
 		st := r.State
@@ -194,8 +194,16 @@ func printTokens(w io.Writer, rows []bucketStatus, now time.Time) error {
 		if st.Spec.Timezone != "" {
 			schedule += " (" + st.Spec.Timezone + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", r.Bucket, st.Tokens, st.Spec.Maximum, st.Spec.Amount,
-			schedule, relative(st.NextRefill, now), relative(st.LastRefill, now), st.Granted, st.Denied, st.Refunded, st.Debt)
+		paused := "-"
+		if st.PausedUntil.After(now) {
+			paused = "until " + st.PausedUntil.Local().Format("15:04:05") + " (" + relative(st.PausedUntil, now) + ")"
+		}
+		wouldDeny := "-" // enforcing: it denies
+		if st.Spec.Shadow() {
+			wouldDeny = fmt.Sprint(st.WouldDeny)
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Bucket, st.Tokens, st.Spec.Maximum, st.Spec.Amount,
+			schedule, relative(st.NextRefill, now), relative(st.LastRefill, now), st.Granted, st.Denied, st.Refunded, st.Debt, paused, wouldDeny)
 	}
 	return tw.Flush()
 }

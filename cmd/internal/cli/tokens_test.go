@@ -42,7 +42,7 @@ func TestTokensReportsARetiredBucket(t *testing.T) {
 	r := tbRun("tokens", "beta")
 	t.Logf("tb tokens beta:\n%s%s", r.out, r.err)
 	row := table(r.out)["beta"]
-	if r.code != cli.ExitFailure || len(row) != 10 || !strings.HasPrefix(row[9], "not running: retired (completed at 20") ||
+	if r.code != cli.ExitFailure || len(row) != 12 || !strings.HasPrefix(row[11], "not running: retired (completed at 20") ||
 		r.err != "tb: 1 of 1 buckets could not be read\n" {
 		t.Errorf("tokens of a retired bucket: exit %d, row %q, stderr %q", r.code, row, r.err)
 	}
@@ -113,7 +113,7 @@ func TestTokensWithoutAWorker(t *testing.T) {
 	r := tb(t, ctx, nil, "tokens", "lonely", "--address", ts.GetFrontendHostPort(), "--namespace", ts.GetDefaultNamespace())
 	t.Logf("tb tokens lonely, after %v:\n%s%s", time.Since(start).Round(time.Millisecond), r.out, r.err)
 	row := table(r.out)["lonely"]
-	if r.code != cli.ExitFailure || len(row) != 10 || row[9] != "no answer: is a tb worker running?" || strings.Contains(r.out, "deadline") {
+	if r.code != cli.ExitFailure || len(row) != 12 || row[11] != "no answer: is a tb worker running?" || strings.Contains(r.out, "deadline") {
 		t.Errorf("tokens without a worker: exit %d, row %q\n%s", r.code, row, r.out)
 	}
 }
