@@ -18,7 +18,7 @@ func TestParseHTTP(t *testing.T) {
 		problems int
 	}{
 		{"429 with Retry-After seconds", 429, map[string]string{"Retry-After": "30"}, 30 * time.Second, nil, 0},
-		{"503 with Retry-After as an HTTP date", 503, map[string]string{"Retry-After": now.Add(90*time.Second).Format(http.TimeFormat)}, 90 * time.Second, nil, 0},
+		{"503 with Retry-After as an HTTP date", 503, map[string]string{"Retry-After": now.Add(90 * time.Second).Format(http.TimeFormat)}, 90 * time.Second, nil, 0},
 		{"Retry-After capped at the most pause", 429, map[string]string{"Retry-After": "7200"}, time.Hour, nil, 0},
 		{"Retry-After in the past", 429, map[string]string{"Retry-After": now.Add(-time.Minute).Format(http.TimeFormat)}, 0, n(0), 0},
 		{"Retry-After negative", 429, map[string]string{"Retry-After": "-5"}, 0, n(0), 1},
