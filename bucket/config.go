@@ -236,7 +236,7 @@ func (p *parser) bucket(n *yaml.Node, index int, seen map[string]int) {
 		case "activities":
 			activities = val
 		default:
-			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, mode, task_queue and activities")
+			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, keyed, shards, mode, task_queue and activities")
 			ok = false
 		}
 	})

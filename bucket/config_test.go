@@ -84,7 +84,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"missing name", "buckets:\n  - schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n", []string{
 			`b.yaml:2: bucket "buckets[0]": name: is required`}},
 		{"unknown field", "buckets:\n  - name: a\n" + valid + "    burst: 5\n", []string{
-			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, mode, task_queue and activities`}},
+			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, keyed, shards, mode, task_queue and activities`}},
 		{"bad name", "buckets:\n  - name: a-b/c\n" + valid, []string{
 			`b.yaml:2: bucket "a-b/c": name: "a-b/c" may hold only letters, digits and '_'`}},
 		{"duplicate name", "buckets:\n  - name: a\n" + valid + "  - name: a\n" + valid, []string{

@@ -503,3 +503,36 @@ func TestPauseCalibrateAndShadow(t *testing.T) {
 			sh.WouldDeny, sh.Granted, sh.Tokens, enf.Denied, enf.Granted, enf.Tokens)
 	}
 }
+
+func TestKeysCatchUpWithTicks(t *testing.T) {
+	spec := Spec{Name: "k", Schedule: "@every 1s", Amount: 2, Maximum: 5, Keyed: true}
+	b := mustNew(t, spec)
+	b.Created = t0
+	// A new key starts at the initial tokens.
+	kb := b.Key(nil)
+	if r := kb.Take(at(100*time.Millisecond), []int64{4}); !r[0].Granted {
+		t.Fatalf("a new key: %+v", r)
+	}
+	k := b.Keep(kb, nil, true, at(100*time.Millisecond))
+	if k.Tokens != 1 || !k.Used.Equal(at(100*time.Millisecond)) || b.Granted != 4 {
+		t.Fatalf("kept %+v, bucket granted %d", k, b.Granted)
+	}
+	if b.Resting(k, at(100*time.Millisecond)) {
+		t.Error("a key below its starting level rests")
+	}
+	// Three ticks later the key has 1 + 2 + 2 (full at 5), without the shard touching it.
+	b.Refill(at(time.Second), at(time.Second), 2)
+	b.Refill(at(2*time.Second), at(2*time.Second), 2)
+	b.Refill(at(3*time.Second), at(3*time.Second), 2)
+	if kb := b.Key(&k); kb.Tokens != 5 {
+		t.Errorf("after three ticks the key holds %d, want 5 (capped)", kb.Tokens)
+	}
+	if !b.Resting(k, at(3*time.Second)) {
+		t.Error("a full key does not rest")
+	}
+	// A denied key is told the tick that brings its tokens.
+	empty := KeyState{Tokens: 0, AsOf: b.LastTick}
+	if ok, waits := b.Key(&empty).Check(at(3100*time.Millisecond), []int64{4}); ok || waits[0] != 1900*time.Millisecond {
+		t.Errorf("an empty key asking 4: %v %v; want refused until the 5s tick", ok, waits)
+	}
+}
