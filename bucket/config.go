@@ -32,10 +32,13 @@ type Config struct {
 	Guards map[string][]Guard
 }
 
-// A Guard says that running an activity type takes Cost tokens from Bucket.
+// A Guard says that running an activity type takes Cost tokens from Bucket;
+// Shards > 0 says Bucket is keyed, with that many shards: the tokens come
+// from the bucket of the activity's key.
 type Guard struct {
 	Bucket string `json:"bucket"`
 	Cost   int64  `json:"cost"`
+	Shards int    `json:"shards,omitempty"`
 }
 
 // MaxGuards bounds the buckets one activity type draws from.
@@ -300,7 +303,7 @@ func (p *parser) guards(n *yaml.Node, spec Spec, label string) bool {
 			ok = false
 			return
 		}
-		p.cfg.Guards[key.Value] = append(p.cfg.Guards[key.Value], Guard{Bucket: spec.Name, Cost: cost})
+		p.cfg.Guards[key.Value] = append(p.cfg.Guards[key.Value], Guard{Bucket: spec.Name, Cost: cost, Shards: spec.ShardCount()})
 		p.guardLine[key.Value] = key
 	})
 	return ok

@@ -58,6 +58,11 @@ type Options struct {
 	MaxJitter time.Duration
 	// MaxPause caps a pause an upstream asks for (ReportHTTP). Default DefaultMaxPause.
 	MaxPause time.Duration
+	// KeyFunc, when set, returns the key of an activity guarded by a keyed
+	// bucket, from its context (activity.GetInfo) and input, when its
+	// workflow set none with WithKey; "" leaves it to the activity's
+	// Priority.FairnessKey. An activity with no key fails, not retried.
+	KeyFunc func(ctx context.Context, in *temporalinterceptor.ExecuteActivityInput) (string, error)
 }
 
 // Interceptor is a worker interceptor; add it to worker.Options.Interceptors.
@@ -149,7 +154,19 @@ func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinter
 	if !ok {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
-	h, err := a.i.take(ctx, info, guards)
+	var key string
+	if slices.ContainsFunc(guards, func(g bucket.Guard) bool { return g.Shards > 0 }) {
+		var err error
+		if key, err = a.i.activityKey(ctx, in); err != nil {
+			return nil, err
+		}
+		if key == "" {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+				"activity %s draws from a keyed bucket and has no key: set one with interceptor.WithKey in the workflow, the %s header, Options.KeyFunc, or a Priority.FairnessKey",
+				info.ActivityType.Name, KeyHeader), ErrKeyRequired, nil)
+		}
+	}
+	h, err := a.i.take(ctx, info, guards, key)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +181,8 @@ type held struct {
 	ic     *Interceptor
 	lim    Limiter
 	id     string // the request ID, the same in every bucket
+	key    string // the activity's key, for its keyed buckets
+	guards []bucket.Guard
 	grants []Grant
 
 	mu     sync.Mutex
@@ -176,13 +195,13 @@ type held struct {
 // already held; otherwise every grant is given back and the activity fails
 // with one RateLimited error for the longest wait, naming every bucket that
 // denied.
-func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []bucket.Guard) (*held, error) {
+func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []bucket.Guard, key string) (*held, error) {
 	i.warnRetryPolicy(ctx, info, guards)
 	lim, err := i.limiter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	h := &held{ic: i, lim: lim, id: requestID(info), grants: make([]Grant, len(guards))}
+	h := &held{ic: i, lim: lim, id: requestID(info), key: key, guards: guards, grants: make([]Grant, len(guards))}
 	got := make([]bool, len(guards))
 	for {
 		var denials []Denial
@@ -190,7 +209,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			if got[k] {
 				continue
 			}
-			d, err := lim.Acquire(ctx, g.Bucket, h.id, g.Cost)
+			d, err := h.acquire(ctx, g)
 			if err != nil {
 				i.giveBack(ctx, h, got)
 				return nil, err
@@ -239,14 +258,45 @@ func (i *Interceptor) settleUp(ctx context.Context, h *held) {
 	}
 }
 
-func (i *Interceptor) settle(ctx context.Context, h *held, bucketName string, tokens int64) {
-	s, ok := h.lim.(Settler)
-	if !ok {
-		return
+// acquire asks guard g's bucket, or the bucket of the activity's key when g is keyed.
+func (h *held) acquire(ctx context.Context, g bucket.Guard) (Decision, error) {
+	if g.Shards == 0 {
+		return h.lim.Acquire(ctx, g.Bucket, h.id, g.Cost)
 	}
+	kl, ok := h.lim.(KeyedLimiter)
+	if !ok {
+		return Decision{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("bucket %q is keyed, and the Limiter (%T) takes no keys", g.Bucket, h.lim), workflows.ErrInvalidRequest, nil)
+	}
+	return kl.AcquireKey(ctx, Key{Bucket: g.Bucket, Key: h.key, Shards: g.Shards}, h.id, g.Cost)
+}
+
+// guard returns the guard of the named bucket.
+func (h *held) guard(bucketName string) bucket.Guard {
+	for _, g := range h.guards {
+		if g.Bucket == bucketName {
+			return g
+		}
+	}
+	return bucket.Guard{Bucket: bucketName}
+}
+
+func (i *Interceptor) settle(ctx context.Context, h *held, bucketName string, tokens int64) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	if err := s.Settle(sctx, bucketName, h.id, tokens); err != nil {
+	var err error
+	if g := h.guard(bucketName); g.Shards > 0 {
+		kl, ok := h.lim.(KeyedLimiter)
+		if !ok {
+			return
+		}
+		err = kl.SettleKey(sctx, Key{Bucket: g.Bucket, Key: h.key, Shards: g.Shards}, h.id, tokens)
+	} else if s, ok := h.lim.(Settler); ok {
+		err = s.Settle(sctx, bucketName, h.id, tokens)
+	} else {
+		return
+	}
+	if err != nil {
 		activity.GetLogger(ctx).Warn("Could not settle tokens with the bucket: a refund is lost, a charge not taken",
 			"Bucket", bucketName, "Tokens", tokens, "Error", err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
-	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
 )
 
@@ -194,9 +193,15 @@ func heldGrant(ctx context.Context, fn, bucketName string) (*held, Grant, error)
 // activity fails with when the upstream refused the call.
 func (i *Interceptor) report(ctx context.Context, h *held, g Grant, u Upstream, refused bool) error {
 	var sendErr error
-	if r, ok := h.lim.(Reporter); ok && (u.Pause > 0 || u.Remaining != nil) {
+	if u.Pause > 0 || u.Remaining != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-		sendErr = r.Report(rctx, g.Bucket, reportID(h.id, g.Bucket), u)
+		if gd := h.guard(g.Bucket); gd.Shards > 0 {
+			if kl, ok := h.lim.(KeyedLimiter); ok {
+				sendErr = kl.ReportKey(rctx, Key{Bucket: g.Bucket, Key: h.key, Shards: gd.Shards}, reportID(h.id, g.Bucket), u)
+			}
+		} else if r, ok := h.lim.(Reporter); ok {
+			sendErr = r.Report(rctx, g.Bucket, reportID(h.id, g.Bucket), u)
+		}
 		cancel()
 	}
 	if !refused && u.Pause <= 0 {
@@ -222,29 +227,31 @@ func reportID(request, bucketName string) string {
 // upstream signal that the bucket applies once per id; and while a pause
 // lasts, this process refuses that bucket's callers itself.
 func (a *Acquirer) Report(ctx context.Context, bucketName, id string, u Upstream) error {
-	if err := bucket.CheckName(bucketName); err != nil {
-		return fmt.Errorf("interceptor: Report: bucket %q: %w", bucketName, err)
+	return a.ReportKey(ctx, Key{Bucket: bucketName}, id, u)
+}
+
+// ReportKey is Report for one key of a keyed bucket: that key alone pauses.
+func (a *Acquirer) ReportKey(ctx context.Context, k Key, id string, u Upstream) error {
+	t, err := k.target()
+	if err != nil {
+		return err
 	}
 	if id == "" || len(id) > workflows.MaxIDLength {
 		return errors.New("interceptor: Report: a report id must be 1 to 64 bytes long")
 	}
-	if u.Pause > 0 {
+	if u.Pause > 0 && !t.keyed {
 		a.mu.Lock()
-		q := a.queues[bucketName]
-		if q == nil {
-			q = &queue{}
-			a.queues[bucketName] = q
-		}
+		q := a.queueFor(t)
 		if until := a.now().Add(u.Pause); until.After(q.quiet) {
 			q.quiet, q.quietTokens = until, -1 // every caller
 			q.quietAnswer = Decision{}
 		}
 		a.mu.Unlock()
 	}
-	err := a.c.SignalWorkflow(ctx, workflows.BucketID(bucketName), "", workflows.UpstreamSignal,
-		workflows.Upstream{ID: id, PauseFor: u.Pause, Remaining: u.Remaining})
+	err = a.c.SignalWorkflow(ctx, t.wf, "", workflows.UpstreamSignal,
+		workflows.Upstream{ID: id, PauseFor: u.Pause, Remaining: u.Remaining, Key: k.Key})
 	if err != nil {
-		return fmt.Errorf("bucket %q: reporting the upstream's answer: %w", bucketName, err)
+		return fmt.Errorf("bucket %q: reporting the upstream's answer: %w", k.Bucket, err)
 	}
 	return nil
 }
