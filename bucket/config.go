@@ -227,6 +227,21 @@ func (p *parser) bucket(n *yaml.Node, index int, seen map[string]int) {
 			} else {
 				ok = false
 			}
+		case "mode":
+			ok = p.str(val, label, "mode", &spec.Mode) && ok
+		case "keyed":
+			ok = p.bool(val, label, "keyed", &spec.Keyed) && ok
+		case "shards":
+			var v int64
+			switch {
+			case !p.int(val, label, "shards", &v):
+				ok = false
+			case v < 1 || v > MaxShards:
+				p.errorf(val, label, "shards", "must be 1 to %d, got %d", MaxShards, v)
+				ok = false
+			default:
+				spec.Shards = int(v)
+			}
 		case "task_queue":
 			switch {
 			case !p.str(val, label, "task_queue", &spec.TaskQueue):
@@ -327,6 +342,18 @@ func (p *parser) int(n *yaml.Node, bucket, field string, dst *int64) bool {
 		}
 	}
 	p.errorf(n, bucket, field, "must be a whole number, got %s", describe(n))
+	return false
+}
+
+func (p *parser) bool(n *yaml.Node, bucket, field string, dst *bool) bool {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
+		var v bool
+		if err := n.Decode(&v); err == nil {
+			*dst = v
+			return true
+		}
+	}
+	p.errorf(n, bucket, field, "must be true or false, got %s", describe(n))
 	return false
 }
 

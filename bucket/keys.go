@@ -30,7 +30,8 @@ func (b *Bucket) Key(k *KeyState) *Bucket {
 		kb.Tokens = b.spec.InitialTokens()
 		return kb
 	}
-	kb.Tokens, kb.Debt = k.Tokens, k.Debt
+	// A maximum lowered since caps what the key holds.
+	kb.Tokens, kb.Debt = min(k.Tokens, b.spec.Maximum), min(k.Debt, b.spec.Maximum)
 	if k.Paused.After(kb.PausedUntil) {
 		kb.PausedUntil = k.Paused
 	}

@@ -144,6 +144,10 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 	if spec.Name != b.spec.Name {
 		return fmt.Errorf("bucket %q cannot be renamed to %q", b.spec.Name, spec.Name)
 	}
+	if spec.Keyed != b.spec.Keyed || spec.ShardCount() != b.spec.ShardCount() {
+		// A key's shard follows from the shard count: its tokens cannot follow it.
+		return fmt.Errorf("bucket %q cannot change from %s to %s in place", b.spec.Name, keying(b.spec), keying(spec))
+	}
 	nb, err := Restore(spec, b.State)
 	if err != nil {
 		return err
@@ -153,6 +157,14 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 	}
 	*b = *nb
 	return nil
+}
+
+// keying describes how a spec holds its tokens, e.g. "keyed with 8 shards".
+func keying(s Spec) string {
+	if !s.Keyed {
+		return "unkeyed"
+	}
+	return fmt.Sprintf("keyed with %d shards", s.ShardCount())
 }
 
 // Refill adds amount tokens, capped at the maximum, and returns how many were

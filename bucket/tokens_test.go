@@ -181,8 +181,25 @@ func TestReconfigure(t *testing.T) {
 	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@hourly", Amount: 0, Maximum: 1}); err == nil || !strings.Contains(err.Error(), "amount") {
 		t.Errorf("invalid spec: err = %v", err)
 	}
+	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@every 1s", Amount: 3, Maximum: 5, Keyed: true}); err == nil || !strings.Contains(err.Error(), "unkeyed to keyed with 8 shards") {
+		t.Errorf("unkeyed to keyed: err = %v", err)
+	}
 	if b.Tokens != 5 || b.Spec().Maximum != 5 {
 		t.Errorf("a refused reconfigure changed the bucket: tokens %d spec %+v", b.Tokens, b.Spec())
+	}
+	k := mustNew(t, Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 10, Keyed: true})
+	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 10, Keyed: true, Shards: 8}); err != nil {
+		t.Errorf("8 shards, spelled out: %v", err)
+	}
+	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 10, Keyed: true, Shards: 16}); err == nil || !strings.Contains(err.Error(), "keyed with 8 shards to keyed with 16 shards") {
+		t.Errorf("8 shards to 16: err = %v", err)
+	}
+	// A key holding more than a lowered maximum holds the maximum.
+	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 4, Keyed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if kb := k.Key(&KeyState{Tokens: 9, Debt: 7, AsOf: t0}); kb.Tokens != 4 || kb.Debt != 4 {
+		t.Errorf("key after lowering maximum to 4: tokens %d debt %d, want 4 and 4", kb.Tokens, kb.Debt)
 	}
 }
 

@@ -214,12 +214,16 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 				i.giveBack(ctx, h, got)
 				return nil, err
 			}
+			gkey := ""
+			if g.Shards > 0 {
+				gkey = key
+			}
 			if d.Granted {
 				got[k] = true
-				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill, Shadow: d.Shadow}
+				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Key: gkey, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill, Shadow: d.Shadow}
 				continue
 			}
-			denials = append(denials, Denial{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill})
+			denials = append(denials, Denial{Bucket: g.Bucket, Key: gkey, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill})
 		}
 		if len(denials) == 0 {
 			return h, nil
@@ -388,10 +392,16 @@ func (i *Interceptor) rateLimited(denials []Denial) error {
 	if spread := min(i.opts.MaxJitter, d.RetryAfter/10); spread > 0 {
 		delay += rand.N(spread)
 	}
-	msg := fmt.Sprintf("rate limited by bucket %q: %d tokens left, %d needed; retrying in %v",
-		d.Bucket, d.Remaining, d.Cost, delay.Round(time.Millisecond))
+	name := func(d Denial) string {
+		if d.Key != "" {
+			return fmt.Sprintf("bucket %q (key %q)", d.Bucket, d.Key)
+		}
+		return fmt.Sprintf("bucket %q", d.Bucket)
+	}
+	msg := fmt.Sprintf("rate limited by %s: %d tokens left, %d needed; retrying in %v",
+		name(d), d.Remaining, d.Cost, delay.Round(time.Millisecond))
 	for _, o := range d.Also {
-		msg += fmt.Sprintf("; and by bucket %q: %d tokens left, %d needed", o.Bucket, o.Remaining, o.Cost)
+		msg += fmt.Sprintf("; and by %s: %d tokens left, %d needed", name(o), o.Remaining, o.Cost)
 	}
 	return temporal.NewApplicationErrorWithOptions(msg, workflows.ErrRateLimited,
 		temporal.ApplicationErrorOptions{

@@ -478,6 +478,7 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 			kb, kp := w.keyFor(r.Key)
 			kb.Refill(now, time.Time{}, amount)
 			w.put(r.Key, kb, kp, now)
+			w.b.LastRefill = now // the shard's latest refill, of any key: what tb refill --key waits for
 			if r.ID != "" {
 				w.rememberTick(r.ID, now)
 			}
