@@ -2,14 +2,16 @@ package bucket
 
 import "time"
 
-// KeyState is one key's bucket in a keyed bucket: its tokens as of AsOf, the
-// keyed bucket's latest applied tick when they were last brought up to date;
-// every tick applied since adds the spec's amount. Field names are short: a
-// shard carries thousands of them across continue-as-new.
+// KeyState is one key's bucket in a keyed bucket: its tokens as of Tick, the
+// keyed bucket's count of applied ticks (State.Ticks) when they were last
+// brought up to date; every tick applied since adds the spec's amount, as a
+// refill adds it to an unkeyed bucket. A tick older than the latest applied
+// (a refill arriving out of order) adds nothing to the keys. Field names are
+// short: a shard carries thousands of them across continue-as-new.
 type KeyState struct {
-	Tokens int64     `json:"t"`
-	Debt   int64     `json:"d,omitempty"`
-	AsOf   time.Time `json:"a,omitzero"`
+	Tokens int64 `json:"t"`
+	Debt   int64 `json:"d,omitempty"`
+	Tick   int64 `json:"a,omitempty"`
 	// Paused is when a pause the upstream asked for this key ends.
 	Paused time.Time `json:"p,omitzero"`
 	// Used is when the key last took tokens.
@@ -18,36 +20,58 @@ type KeyState struct {
 
 // Key returns the bucket of one key of keyed bucket b: k's tokens (a new
 // key's, when k is nil: the spec's initial tokens) caught up with the ticks b
-// applied since k.AsOf, with b's schedule, forecasts and pause. Its counters
-// start at zero. Take, Check, Refund and Charge on it, then Keep what it holds.
+// applied since k.Tick, with b's schedule, forecasts and pause. Its counters
+// start at zero. Take, Check, Refund and Charge on it, then Keep what it
+// holds. It takes the same time however long the key has been idle.
 func (b *Bucket) Key(k *KeyState) *Bucket {
 	kb := &Bucket{spec: b.spec, sched: b.sched}
 	kb.State = State{
 		LastTick: b.LastTick, LastRefill: b.LastRefill, RefillLag: b.RefillLag, RefillJitter: b.RefillJitter,
-		Created: b.Created, Until: b.Until, PausedUntil: b.PausedUntil,
+		Created: b.Created, Until: b.Until, PausedUntil: b.PausedUntil, Ticks: b.Ticks,
 	}
 	if k == nil {
 		kb.Tokens = b.spec.InitialTokens()
 		return kb
 	}
 	// A maximum lowered since caps what the key holds.
-	kb.Tokens, kb.Debt = min(k.Tokens, b.spec.Maximum), min(k.Debt, b.spec.Maximum)
+	kb.Tokens, kb.Debt = clamp(k.Tokens, 0, b.spec.Maximum), clamp(k.Debt, 0, b.spec.Maximum)
 	if k.Paused.After(kb.PausedUntil) {
 		kb.PausedUntil = k.Paused
 	}
-	if k.AsOf.IsZero() || !b.tickBase().After(k.AsOf) {
-		return kb
-	}
-	// The ticks since AsOf, one by one until the key is full (or its debt
-	// paid and full): no more than maximum/amount + debt/amount of them.
-	limit := (b.spec.Maximum+kb.Debt)/b.spec.Amount + 2
-	for t, n := b.sched.Next(k.AsOf), int64(0); !t.IsZero() && !t.After(b.tickBase()) && n < limit; t, n = b.sched.Next(t), n+1 {
-		kb.Tokens = min(b.spec.Maximum, kb.Tokens+b.spec.Amount)
-		pay := min(kb.Debt, kb.Tokens)
-		kb.Tokens -= pay
-		kb.Debt -= pay
+	if n := b.Ticks - k.Tick; n > 0 {
+		kb.Tokens, kb.Debt = catchUp(kb.Tokens, kb.Debt, n, b.spec.Amount, b.spec.Maximum)
 	}
 	return kb
+}
+
+// catchUp returns tokens and debt after n ticks, each adding amount up to
+// maximum and then paying what it can of the debt: what n refills do, in
+// constant time. 0 ≤ tokens, debt ≤ maximum.
+func catchUp(tokens, debt, n, amount, maximum int64) (int64, int64) {
+	if n <= 0 || amount <= 0 {
+		return tokens, debt
+	}
+	if debt > 0 {
+		// The first tick tops up what the key holds and pays from it.
+		t := min(maximum, addSat(tokens, amount))
+		pay := min(debt, t)
+		tokens, debt, n = t-pay, debt-pay, n-1
+	}
+	if debt > 0 {
+		// The key holds nothing; each tick adds step, all of it to the debt,
+		// until the tick that clears it.
+		step := min(amount, maximum)
+		clears := (debt + step - 1) / step
+		if n < clears {
+			return 0, debt - n*step
+		}
+		tokens, debt, n = clears*step-debt, 0, n-clears
+	}
+	// No debt: n ticks add n amounts, up to maximum.
+	if room := maximum - tokens; n >= (room+amount-1)/amount {
+		return maximum, 0
+	}
+	return tokens + n*amount, 0
 }
 
 // Keep returns the key's state once kb, from Key, has acted, used at now if
@@ -59,7 +83,7 @@ func (b *Bucket) Keep(kb *Bucket, k *KeyState, used bool, now time.Time) KeyStat
 	b.Refunded = addSat(b.Refunded, kb.Refunded)
 	b.Charged = addSat(b.Charged, kb.Charged)
 	b.Unrefunded = addSat(b.Unrefunded, kb.Unrefunded)
-	out := KeyState{Tokens: kb.Tokens, Debt: kb.Debt, AsOf: b.tickBase()}
+	out := KeyState{Tokens: kb.Tokens, Debt: kb.Debt, Tick: b.Ticks}
 	if k != nil {
 		out.Used = k.Used
 		if k.Paused.After(b.PausedUntil) {

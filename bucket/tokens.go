@@ -51,6 +51,10 @@ type State struct {
 	RefillJitter time.Duration `json:"refillJitter,omitempty"`
 	// Created is when the bucket was created.
 	Created time.Time `json:"created,omitzero"`
+	// Ticks counts the scheduled ticks a keyed bucket has applied; each key
+	// records the count it was last brought up to date at (KeyState.Tick).
+	// Unkeyed buckets leave it at zero.
+	Ticks int64 `json:"ticks,omitempty"`
 	// Late lists grants made after a scheduled refill fell due, before it
 	// arrived; at most maxSpends entries.
 	Late []Spend `json:"late,omitempty"`
@@ -200,6 +204,9 @@ func (b *Bucket) refill(now, tick time.Time, amount int64, measured bool) int64 
 	if !tick.IsZero() && tick.After(b.LastTick) {
 		b.LastTick = tick
 		b.trimLateSpend()
+		if b.spec.Keyed {
+			b.Ticks = addSat(b.Ticks, 1)
+		}
 	}
 	if !tick.IsZero() && measured {
 		lag := clamp(now.Sub(tick), 0, MaxRefillLag)

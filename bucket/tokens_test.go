@@ -198,7 +198,7 @@ func TestReconfigure(t *testing.T) {
 	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 4, Keyed: true}); err != nil {
 		t.Fatal(err)
 	}
-	if kb := k.Key(&KeyState{Tokens: 9, Debt: 7, AsOf: t0}); kb.Tokens != 4 || kb.Debt != 4 {
+	if kb := k.Key(&KeyState{Tokens: 9, Debt: 7}); kb.Tokens != 4 || kb.Debt != 4 {
 		t.Errorf("key after lowering maximum to 4: tokens %d debt %d, want 4 and 4", kb.Tokens, kb.Debt)
 	}
 }
@@ -548,8 +548,42 @@ func TestKeysCatchUpWithTicks(t *testing.T) {
 		t.Error("a full key does not rest")
 	}
 	// A denied key is told the tick that brings its tokens.
-	empty := KeyState{Tokens: 0, AsOf: b.LastTick}
+	empty := KeyState{Tokens: 0, Tick: b.Ticks}
 	if ok, waits := b.Key(&empty).Check(at(3100*time.Millisecond), []int64{4}); ok || waits[0] != 1900*time.Millisecond {
 		t.Errorf("an empty key asking 4: %v %v; want refused until the 5s tick", ok, waits)
+	}
+	// A refill of an older tick, arriving out of order, adds nothing to the keys.
+	b.Refill(at(3500*time.Millisecond), at(2*time.Second), 2)
+	if b.Ticks != 3 {
+		t.Errorf("after three ticks and a late one the bucket counts %d ticks, want 3", b.Ticks)
+	}
+}
+
+// catchUp gives what applying the ticks one by one gives, for every small
+// case, and answers at once for a key idle a million ticks.
+func TestCatchUpIsTicksOneByOne(t *testing.T) {
+	for maximum := int64(1); maximum <= 7; maximum++ {
+		for amount := int64(1); amount <= 9; amount++ {
+			for tokens := int64(0); tokens <= maximum; tokens++ {
+				for debt := int64(0); debt <= maximum; debt++ {
+					wantT, wantD := tokens, debt
+					for n := int64(0); n <= 12; n++ {
+						if gotT, gotD := catchUp(tokens, debt, n, amount, maximum); gotT != wantT || gotD != wantD {
+							t.Fatalf("catchUp(tokens %d, debt %d, %d ticks, amount %d, maximum %d) = %d, %d; one by one %d, %d",
+								tokens, debt, n, amount, maximum, gotT, gotD, wantT, wantD)
+						}
+						wantT = min(maximum, wantT+amount)
+						pay := min(wantD, wantT)
+						wantT, wantD = wantT-pay, wantD-pay
+					}
+				}
+			}
+		}
+	}
+	if tk, d := catchUp(0, MaxTokens, 1_000_000, 1, MaxTokens); tk != 0 || d != MaxTokens-1_000_000 {
+		t.Errorf("a million ticks of 1 against the largest debt: %d tokens, %d debt", tk, d)
+	}
+	if tk, d := catchUp(3, 0, 1<<62, MaxTokens, MaxTokens); tk != MaxTokens || d != 0 {
+		t.Errorf("2^62 ticks of the largest amount: %d tokens, %d debt", tk, d)
 	}
 }

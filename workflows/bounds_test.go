@@ -367,3 +367,84 @@ func TestKeyedShard(t *testing.T) {
 		t.Errorf("a key back at its starting level was carried: %+v", next.keys)
 	}
 }
+
+// maxCarriedKeyed is what a shard of a keyed bucket may carry across
+// continue-as-new: its keys beside what any bucket carries, still well under
+// Temporal's 2 MB payload limit.
+const maxCarriedKeyed = 1 << 20
+
+// TestKeyFloodStaysBounded: a shard is sent 3 batches of 1000 requests, each
+// of a new key of the longest kind and the longest ID. It holds at most
+// MaxKeysPerShard keys: a key past them is told to come back at the next
+// refill, when keys back at their starting level make room; what it
+// continues as new with, every key held, stays bounded; and the next run
+// refuses new keys until the refill, then answers them.
+func TestKeyFloodStaysBounded(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "tenant", Schedule: "@every 10s", Amount: 1, Maximum: 1, Keyed: true, Shards: 1}
+	longKey := func(i int) string {
+		k := fmt.Sprint("k", i, "-")
+		return k + strings.Repeat("x", bucket.MaxKeyLength-len(k))
+	}
+	var results []*updateResult
+	for b := range 3 {
+		h.at(time.Duration(b+1)*time.Millisecond, func() {
+			reqs := make([]AcquireRequest, 1000)
+			for i := range reqs {
+				reqs[i] = keyReq(longID(fmt.Sprint("r", b), i), longKey(b*1000+i), 1)
+			}
+			results = append(results, h.acquire(fmt.Sprint("flood-", b), reqs...))
+		})
+	}
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: 3})
+	next := continuedAsNew(t, h.env)
+
+	granted, full := 0, 0
+	for _, r := range results {
+		if r.rejected != nil || r.err != nil {
+			t.Fatalf("flood: %v %v", r.rejected, r.err)
+		}
+		for _, o := range r.resp.Results {
+			switch {
+			case o.Granted:
+				granted++
+			case o.RetryAfter > 0 && o.RetryAfter <= 10*time.Second:
+				full++
+			default:
+				t.Fatalf("a key past the shard's bound: %+v", o)
+			}
+		}
+	}
+	if granted != MaxKeysPerShard || full != 3000-MaxKeysPerShard {
+		t.Errorf("%d keys granted and %d told to come back at the next refill; want %d and %d", granted, full, MaxKeysPerShard, 3000-MaxKeysPerShard)
+	}
+	if len(next.keys) != MaxKeysPerShard {
+		t.Errorf("carried %d keys, want the %d the shard holds", len(next.keys), MaxKeysPerShard)
+	}
+	p, err := converter.GetDefaultDataConverter().ToPayload(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Data); n > maxCarriedKeyed {
+		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarriedKeyed)
+	} else {
+		t.Logf("continue-as-new input after the key flood: %d bytes (%d keys, %d request IDs)", n, len(next.keys), next.granted.len())
+	}
+
+	// Every key held is empty: a new key waits for the refill, which brings
+	// them back to their starting level; then new keys take their places.
+	h2 := newHarness(t)
+	var early, late *updateResult
+	h2.at(time.Second, func() { early = h2.acquire("early", keyReq("early", "a-new-key", 1)) })
+	h2.at(10*time.Second+time.Millisecond, func() {
+		h2.refill(Refill{ID: tickID(t0.Add(10 * time.Second)), Tick: t0.Add(10 * time.Second)})
+		late = h2.acquire("late", keyReq("late", "a-new-key", 1))
+	})
+	h2.run(next, 11*time.Second)
+	if early == nil || early.rejected == nil {
+		t.Errorf("a new key in a full shard before the refill: %+v, want refused", early)
+	}
+	if late == nil || late.rejected != nil || !late.resp.Results[0].Granted {
+		t.Errorf("a new key after the refill: %+v", late)
+	}
+}

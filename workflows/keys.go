@@ -38,55 +38,67 @@ func (w *bucketWorkflow) checkKey(r AcquireRequest) string {
 	return ""
 }
 
-// byKey groups the indexes of the requests with a cost by key, keys in the
-// order they first appear.
-func byKey(batch AcquireBatch, costs []int64) (keys []string, idx map[string][]int) {
-	idx = map[string][]int{}
+// keyGroup is one key's requests in a batch: their indexes and costs.
+type keyGroup struct {
+	key   string
+	idx   []int
+	costs []int64
+}
+
+// byKey groups the requests with a cost by key, keys in the order they first
+// appear, each group's requests in batch order.
+func byKey(batch AcquireBatch, costs []int64) []*keyGroup {
+	var groups []*keyGroup
+	of := map[string]*keyGroup{}
 	for i, r := range batch.Requests {
 		if costs[i] == 0 {
 			continue
 		}
-		if _, seen := idx[r.Key]; !seen {
-			keys = append(keys, r.Key)
+		g := of[r.Key]
+		if g == nil {
+			g = &keyGroup{key: r.Key}
+			of[r.Key] = g
+			groups = append(groups, g)
 		}
-		idx[r.Key] = append(idx[r.Key], i)
+		g.idx = append(g.idx, i)
+		g.costs = append(g.costs, costs[i])
 	}
-	return keys, idx
-}
-
-// only returns costs with every cost but those at idx zeroed.
-func only(costs []int64, idx []int) []int64 {
-	out := make([]int64, len(costs))
-	for _, i := range idx {
-		out[i] = costs[i]
-	}
-	return out
+	return groups
 }
 
 // checkKeyed is Check for a keyed bucket's batch, on b (the bucket with its
 // due ticks applied): whether any key can grant its first request now, and
-// otherwise each request's wait and its key's tokens.
+// otherwise each request's wait and its key's tokens. A new key finds room
+// when the shard has room or holds a key back at its starting level.
 func (w *bucketWorkflow) checkKeyed(b *bucket.Bucket, now time.Time, batch AcquireBatch, costs []int64) (bool, []time.Duration, []int64) {
 	waits := make([]time.Duration, len(costs))
 	tokens := make([]int64, len(costs))
-	keys, idx := byKey(batch, costs)
-	for _, key := range keys {
-		k, held := w.in.keys[key]
-		if !held && len(w.in.keys) >= MaxKeysPerShard {
-			w.shardFull(b, now, idx[key], waits)
-			continue
-		}
+	room := MaxKeysPerShard - len(w.in.keys)
+	resting := -1 // counted when first needed
+	for _, g := range byKey(batch, costs) {
+		k, held := w.in.keys[g.key]
 		var kp *bucket.KeyState
 		if held {
 			kp = &k
+		} else if room <= 0 {
+			if resting < 0 {
+				resting = w.countResting(b, now)
+			}
+			if room+resting <= 0 {
+				w.shardFull(b, now, g.idx, waits)
+				continue
+			}
 		}
 		kb := b.Key(kp)
-		ok, kw := kb.Check(now, only(costs, idx[key]))
+		ok, kw := kb.Check(now, g.costs)
 		if ok {
 			return true, nil, nil
 		}
-		for _, i := range idx[key] {
-			waits[i], tokens[i] = kw[i], kb.Tokens
+		for j, i := range g.idx {
+			waits[i], tokens[i] = kw[j], kb.Tokens
+		}
+		if !held {
+			room-- // the key would be kept, resting
 		}
 	}
 	return false, waits, tokens
@@ -97,13 +109,13 @@ func (w *bucketWorkflow) checkKeyed(b *bucket.Bucket, now time.Time, batch Acqui
 func (w *bucketWorkflow) takeKeyed(now time.Time, batch AcquireBatch, costs []int64) ([]bucket.Result, []int64) {
 	results := make([]bucket.Result, len(costs))
 	tokens := make([]int64, len(costs))
-	keys, idx := byKey(batch, costs)
-	for _, key := range keys {
-		k, held := w.in.keys[key]
-		if !held && len(w.in.keys) >= MaxKeysPerShard && !w.evictResting(now) {
+	var ev evictor
+	for _, g := range byKey(batch, costs) {
+		k, held := w.in.keys[g.key]
+		if !held && len(w.in.keys) >= MaxKeysPerShard && !ev.evict(w, now) {
 			waits := make([]time.Duration, len(costs))
-			w.shardFull(w.b, now, idx[key], waits)
-			for _, i := range idx[key] {
+			w.shardFull(w.b, now, g.idx, waits)
+			for _, i := range g.idx {
 				results[i] = bucket.Result{RetryAfter: waits[i]}
 				w.b.CountDenied(costs[i])
 			}
@@ -114,16 +126,16 @@ func (w *bucketWorkflow) takeKeyed(now time.Time, batch AcquireBatch, costs []in
 			kp = &k
 		}
 		kb := w.b.Key(kp)
-		rs := kb.Take(now, only(costs, idx[key]))
+		rs := kb.Take(now, g.costs)
 		granted := false
-		for _, i := range idx[key] {
-			results[i], tokens[i] = rs[i], kb.Tokens
-			granted = granted || rs[i].Granted
+		for j, i := range g.idx {
+			results[i], tokens[i] = rs[j], kb.Tokens
+			granted = granted || rs[j].Granted
 		}
 		if w.in.keys == nil {
 			w.in.keys = map[string]bucket.KeyState{}
 		}
-		w.in.keys[key] = w.b.Keep(kb, kp, granted, now)
+		w.in.keys[g.key] = w.b.Keep(kb, kp, granted, now)
 	}
 	return results, tokens
 }
@@ -136,11 +148,42 @@ func (w *bucketWorkflow) shardFull(b *bucket.Bucket, now time.Time, idx []int, w
 	}
 }
 
-// evictResting forgets one key back at its starting level, reporting whether
-// there was one.
-func (w *bucketWorkflow) evictResting(now time.Time) bool {
-	for _, key := range w.sortedKeys() {
-		if w.b.Resting(w.in.keys[key], now) {
+// countResting counts the keys back at their starting level on b as of now.
+func (w *bucketWorkflow) countResting(b *bucket.Bucket, now time.Time) int {
+	n := 0
+	for _, k := range w.in.keys {
+		if b.Resting(k, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// An evictor forgets keys back at their starting level to make room, in key
+// order; it lists them once, the first time it is asked, so a batch of many
+// new keys costs one pass over the shard.
+type evictor struct {
+	listed    bool
+	candidate []string
+}
+
+// evict forgets one key back at its starting level, reporting whether there
+// was one.
+func (e *evictor) evict(w *bucketWorkflow, now time.Time) bool {
+	if !e.listed {
+		e.listed = true
+		for key, k := range w.in.keys {
+			if w.b.Resting(k, now) {
+				e.candidate = append(e.candidate, key)
+			}
+		}
+		slices.Sort(e.candidate)
+	}
+	for len(e.candidate) > 0 {
+		key := e.candidate[0]
+		e.candidate = e.candidate[1:]
+		// A key listed may have taken tokens since.
+		if k, held := w.in.keys[key]; held && w.b.Resting(k, now) {
 			delete(w.in.keys, key)
 			return true
 		}
@@ -202,7 +245,7 @@ func (w *bucketWorkflow) keyFor(key string) (*bucket.Bucket, *bucket.KeyState) {
 }
 
 func (w *bucketWorkflow) put(key string, kb *bucket.Bucket, kp *bucket.KeyState, now time.Time) {
-	if kp == nil && len(w.in.keys) >= MaxKeysPerShard && !w.evictResting(now) {
+	if kp == nil && len(w.in.keys) >= MaxKeysPerShard && !new(evictor).evict(w, now) {
 		return // the key rests at its starting level: nothing to keep
 	}
 	if w.in.keys == nil {
