@@ -63,8 +63,8 @@ func (p *provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // TestUpstream429PausesEveryWorker: an API allows 3 calls every 3 s while its
 // bucket believes 5 a second. After the API answers 429 with Retry-After, no
-// activity on any worker calls it again before then; every activity finishes;
-// and each process sees at most one 429 per pause.
+// activity on any worker calls it again before then, beyond the calls
+// already granted when the report was made; and every activity finishes.
 func TestUpstream429PausesEveryWorker(t *testing.T) {
 	const workflows = 15
 	s := testserver.NewServer(t)
@@ -124,20 +124,15 @@ func TestUpstream429PausesEveryWorker(t *testing.T) {
 	// the moments the report takes to arrive, then nothing until the pause ends.
 	const propagation = 300 * time.Millisecond
 	var ok, limited int
-	perPause := map[string]map[time.Time]int{}
 	for i, c := range calls {
 		if c.status == http.StatusOK {
 			ok++
 			continue
 		}
 		limited++
-		if perPause[c.process] == nil {
-			perPause[c.process] = map[time.Time]int{}
-		}
-		perPause[c.process][c.until.Truncate(time.Second)]++
 		for _, later := range calls[i+1:] {
 			if later.at.After(c.at.Add(propagation)) && later.at.Before(c.until.Add(-50*time.Millisecond)) {
-				t.Errorf("a call at %s, %v after a 429 that said to come back at %s", later.at.Format("15:04:05.000"), later.at.Sub(c.at).Round(time.Millisecond), c.until.Format("15:04:05"))
+				t.Errorf("a call from %s at %s, %v after a 429 to %s that said to come back at %s", later.process, later.at.Format("15:04:05.000"), later.at.Sub(c.at).Round(time.Millisecond), c.process, c.until.Format("15:04:05"))
 			}
 		}
 	}
@@ -146,13 +141,6 @@ func TestUpstream429PausesEveryWorker(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Fatal("the API never answered 429: the test tests nothing")
-	}
-	for process, pauses := range perPause {
-		for until, n := range pauses {
-			if n > 1 {
-				t.Errorf("%s saw %d 429s for the pause until %s, want at most 1", process, n, until.Format("15:04:05"))
-			}
-		}
 	}
 	st, err := s.State(ctx, spec.Name)
 	if err != nil {
