@@ -177,6 +177,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 		return nil, err
 	}
 	h := &held{lim: lim, id: requestID(info), grants: make([]Grant, len(guards))}
+	m := metricsFor(ctx)
 	got := make([]bool, len(guards))
 	for {
 		var denials []Denial
@@ -184,7 +185,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			if got[k] {
 				continue
 			}
-			d, err := lim.Acquire(ctx, g.Bucket, h.id, g.Cost)
+			d, err := m.acquire(ctx, lim, g.Bucket, h.id, g.Cost)
 			if err != nil {
 				i.giveBack(ctx, h, got)
 				return nil, err
@@ -200,9 +201,9 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			return h, nil
 		}
 		longest := slices.MaxFunc(denials, func(a, b Denial) int { return cmp.Compare(a.RetryAfter, b.RetryAfter) })
-		if !i.wait(ctx, info, longest.RetryAfter) {
+		if !m.wait(longest.Bucket, func() bool { return i.wait(ctx, info, longest.RetryAfter) }) {
 			i.giveBack(ctx, h, got)
-			return nil, i.rateLimited(denials)
+			return nil, m.denied(i.rateLimited(denials))
 		}
 	}
 }
@@ -358,7 +359,7 @@ func (i *Interceptor) limiter(ctx context.Context) (Limiter, error) {
 	}
 	a := i.acquirers[c]
 	if a == nil {
-		a, _ = NewAcquirer(c, i.opts.AcquirerOptions) // options were checked in New
+		a, _ = NewAcquirer(c, i.acquirerOptions(ctx)) // options were checked in New
 		i.acquirers[c] = a
 	}
 	return a, nil
