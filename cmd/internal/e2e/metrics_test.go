@@ -39,7 +39,9 @@ type metricSample struct {
 	value float64
 }
 
-func newMemoryMetrics() memoryMetrics { return memoryMetrics{store: &metricSamples{}, tags: map[string]string{}} }
+func newMemoryMetrics() memoryMetrics {
+	return memoryMetrics{store: &metricSamples{}, tags: map[string]string{}}
+}
 
 func (m memoryMetrics) WithTags(tags map[string]string) client.MetricsHandler {
 	merged := maps.Clone(m.tags)
