@@ -28,10 +28,11 @@ const DefaultDevMetricsAddress = "127.0.0.1:9464"
 
 // timerBuckets are the upper bounds, in seconds, of the histogram every
 // timer becomes: acquire latencies of a few milliseconds, refill lags of
-// seconds, and retry delays up to an hour (an hourly bucket's next refill).
+// seconds, waits in the activity up to the interceptor's default MaxWait
+// (2s), and retry delays up to an hour (an hourly bucket's next refill).
 var timerBuckets = []float64{
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-	1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+	1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
 }
 
 // Metrics serves what a Temporal client's MetricsHandler records — the
