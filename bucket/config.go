@@ -32,10 +32,13 @@ type Config struct {
 	Guards map[string][]Guard
 }
 
-// A Guard says that running an activity type takes Cost tokens from Bucket.
+// A Guard says that running an activity type takes Cost tokens from Bucket;
+// Shards > 0 says Bucket is keyed, with that many shards: the tokens come
+// from the bucket of the activity's key.
 type Guard struct {
 	Bucket string `json:"bucket"`
 	Cost   int64  `json:"cost"`
+	Shards int    `json:"shards,omitempty"`
 }
 
 // MaxGuards bounds the buckets one activity type draws from.
@@ -224,6 +227,21 @@ func (p *parser) bucket(n *yaml.Node, index int, seen map[string]int) {
 			} else {
 				ok = false
 			}
+		case "mode":
+			ok = p.str(val, label, "mode", &spec.Mode) && ok
+		case "keyed":
+			ok = p.bool(val, label, "keyed", &spec.Keyed) && ok
+		case "shards":
+			var v int64
+			switch {
+			case !p.int(val, label, "shards", &v):
+				ok = false
+			case v < 1 || v > MaxShards:
+				p.errorf(val, label, "shards", "must be 1 to %d, got %d", MaxShards, v)
+				ok = false
+			default:
+				spec.Shards = int(v)
+			}
 		case "task_queue":
 			switch {
 			case !p.str(val, label, "task_queue", &spec.TaskQueue):
@@ -236,7 +254,7 @@ func (p *parser) bucket(n *yaml.Node, index int, seen map[string]int) {
 		case "activities":
 			activities = val
 		default:
-			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, task_queue and activities")
+			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, keyed, shards, mode, task_queue and activities")
 			ok = false
 		}
 	})
@@ -300,7 +318,7 @@ func (p *parser) guards(n *yaml.Node, spec Spec, label string) bool {
 			ok = false
 			return
 		}
-		p.cfg.Guards[key.Value] = append(p.cfg.Guards[key.Value], Guard{Bucket: spec.Name, Cost: cost})
+		p.cfg.Guards[key.Value] = append(p.cfg.Guards[key.Value], Guard{Bucket: spec.Name, Cost: cost, Shards: spec.ShardCount()})
 		p.guardLine[key.Value] = key
 	})
 	return ok
@@ -324,6 +342,18 @@ func (p *parser) int(n *yaml.Node, bucket, field string, dst *int64) bool {
 		}
 	}
 	p.errorf(n, bucket, field, "must be a whole number, got %s", describe(n))
+	return false
+}
+
+func (p *parser) bool(n *yaml.Node, bucket, field string, dst *bool) bool {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
+		var v bool
+		if err := n.Decode(&v); err == nil {
+			*dst = v
+			return true
+		}
+	}
+	p.errorf(n, bucket, field, "must be true or false, got %s", describe(n))
 	return false
 }
 

@@ -27,6 +27,15 @@ buckets:
     timezone: Europe/Paris
     amount: 1_000
     maximum: 1000
+    mode: shadow
+  - name: per_customer
+    schedule: "@every 1m"
+    amount: 100
+    maximum: 100
+    keyed: true
+    shards: 16
+    activities:
+      SearchCode: 2
 `
 	cfg, err := Parse("buckets.yaml", []byte(doc))
 	if err != nil {
@@ -35,14 +44,15 @@ buckets:
 	zero := int64(0)
 	want := []Spec{
 		{Name: "github_api", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: &zero, TaskQueue: "api-limits"},
-		{Name: "mailer", Schedule: "0 * * * *", Timezone: "Europe/Paris", Amount: 1000, Maximum: 1000},
+		{Name: "mailer", Schedule: "0 * * * *", Timezone: "Europe/Paris", Amount: 1000, Maximum: 1000, Mode: ModeShadow},
+		{Name: "per_customer", Schedule: "@every 1m", Amount: 100, Maximum: 100, Keyed: true, Shards: 16},
 	}
 	if !reflect.DeepEqual(cfg.Buckets, want) {
 		t.Errorf("Buckets = %+v, want %+v", cfg.Buckets, want)
 	}
 	wantGuards := map[string][]Guard{
 		"FetchRepo":  {{Bucket: "github_api", Cost: 1}},
-		"SearchCode": {{Bucket: "github_api", Cost: 3}},
+		"SearchCode": {{Bucket: "github_api", Cost: 3}, {Bucket: "per_customer", Cost: 2, Shards: 16}},
 	}
 	if !reflect.DeepEqual(cfg.Guards, wantGuards) {
 		t.Errorf("Guards = %v, want %v", cfg.Guards, wantGuards)
@@ -84,7 +94,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"missing name", "buckets:\n  - schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n", []string{
 			`b.yaml:2: bucket "buckets[0]": name: is required`}},
 		{"unknown field", "buckets:\n  - name: a\n" + valid + "    burst: 5\n", []string{
-			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, task_queue and activities`}},
+			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, keyed, shards, mode, task_queue and activities`}},
+		{"bad mode", "buckets:\n  - name: a\n" + valid + "    mode: dry-run\n", []string{
+			`b.yaml:6: bucket "a": mode: "dry-run" is not a mode; use "enforce" (the default) or "shadow"`}},
+		{"keyed not a bool", "buckets:\n  - name: a\n" + valid + "    keyed: yes please\n", []string{
+			`b.yaml:6: bucket "a": keyed: must be true or false, got "yes please"`}},
+		{"shards without keyed", "buckets:\n  - name: a\n" + valid + "    shards: 4\n", []string{
+			`b.yaml:6: bucket "a": shards: only a keyed bucket has shards; set keyed: true`}},
+		{"zero shards", "buckets:\n  - name: a\n" + valid + "    keyed: true\n    shards: 0\n", []string{
+			`b.yaml:7: bucket "a": shards: must be 1 to 64, got 0`}},
+		{"too many shards", "buckets:\n  - name: a\n" + valid + "    keyed: true\n    shards: 1000\n", []string{
+			`b.yaml:7: bucket "a": shards: must be 1 to 64, got 1000`}},
 		{"bad name", "buckets:\n  - name: a-b/c\n" + valid, []string{
 			`b.yaml:2: bucket "a-b/c": name: "a-b/c" may hold only letters, digits and '_'`}},
 		{"duplicate name", "buckets:\n  - name: a\n" + valid + "  - name: a\n" + valid, []string{

@@ -56,6 +56,13 @@ type Options struct {
 	// spreads instead of arriving at the refill at once. The jitter is uniform
 	// in [0, min(MaxJitter, retry-after/10)). Default DefaultMaxJitter; negative disables it.
 	MaxJitter time.Duration
+	// MaxPause caps a pause an upstream asks for (ReportHTTP). Default DefaultMaxPause.
+	MaxPause time.Duration
+	// KeyFunc, when set, returns the key of an activity guarded by a keyed
+	// bucket, from its context (activity.GetInfo) and input, when its
+	// workflow set none with WithKey; "" leaves it to the activity's
+	// Priority.FairnessKey. An activity with no key fails, not retried.
+	KeyFunc func(ctx context.Context, in *temporalinterceptor.ExecuteActivityInput) (string, error)
 }
 
 // Interceptor is a worker interceptor; add it to worker.Options.Interceptors.
@@ -105,6 +112,9 @@ func New(opts Options) (*Interceptor, error) {
 	if opts.MaxJitter == 0 {
 		opts.MaxJitter = DefaultMaxJitter
 	}
+	if opts.MaxPause <= 0 {
+		opts.MaxPause = DefaultMaxPause
+	}
 	if err := opts.AcquirerOptions.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -144,7 +154,19 @@ func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinter
 	if !ok {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
-	h, err := a.i.take(ctx, info, guards)
+	var key string
+	if slices.ContainsFunc(guards, func(g bucket.Guard) bool { return g.Shards > 0 }) {
+		var err error
+		if key, err = a.i.activityKey(ctx, in); err != nil {
+			return nil, err
+		}
+		if key == "" {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+				"activity %s draws from a keyed bucket and has no key: set one with interceptor.WithKey in the workflow, the %s header, Options.KeyFunc, or a Priority.FairnessKey",
+				info.ActivityType.Name, KeyHeader), ErrKeyRequired, nil)
+		}
+	}
+	h, err := a.i.take(ctx, info, guards, key)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +178,11 @@ func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinter
 // held is what a running guarded activity holds: its grants, and the costs
 // its body reported with SetCost.
 type held struct {
+	ic     *Interceptor
 	lim    Limiter
 	id     string // the request ID, the same in every bucket
+	key    string // the activity's key, for its keyed buckets
+	guards []bucket.Guard
 	grants []Grant
 
 	mu     sync.Mutex
@@ -170,13 +195,13 @@ type held struct {
 // already held; otherwise every grant is given back and the activity fails
 // with one RateLimited error for the longest wait, naming every bucket that
 // denied.
-func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []bucket.Guard) (*held, error) {
+func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []bucket.Guard, key string) (*held, error) {
 	i.warnRetryPolicy(ctx, info, guards)
 	lim, err := i.limiter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	h := &held{lim: lim, id: requestID(info), grants: make([]Grant, len(guards))}
+	h := &held{ic: i, lim: lim, id: requestID(info), key: key, guards: guards, grants: make([]Grant, len(guards))}
 	m := metricsFor(ctx)
 	got := make([]bool, len(guards))
 	for {
@@ -185,17 +210,21 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			if got[k] {
 				continue
 			}
-			d, err := m.acquire(ctx, lim, g.Bucket, h.id, g.Cost)
+			d, err := m.acquire(g.Bucket, g.Cost, func() (Decision, error) { return h.acquire(ctx, g) })
 			if err != nil {
 				i.giveBack(ctx, h, got)
 				return nil, err
 			}
+			gkey := ""
+			if g.Shards > 0 {
+				gkey = key
+			}
 			if d.Granted {
 				got[k] = true
-				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill}
+				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Key: gkey, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill, Shadow: d.Shadow}
 				continue
 			}
-			denials = append(denials, Denial{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill})
+			denials = append(denials, Denial{Bucket: g.Bucket, Key: gkey, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill})
 		}
 		if len(denials) == 0 {
 			return h, nil
@@ -234,14 +263,45 @@ func (i *Interceptor) settleUp(ctx context.Context, h *held) {
 	}
 }
 
-func (i *Interceptor) settle(ctx context.Context, h *held, bucketName string, tokens int64) {
-	s, ok := h.lim.(Settler)
-	if !ok {
-		return
+// acquire asks guard g's bucket, or the bucket of the activity's key when g is keyed.
+func (h *held) acquire(ctx context.Context, g bucket.Guard) (Decision, error) {
+	if g.Shards == 0 {
+		return h.lim.Acquire(ctx, g.Bucket, h.id, g.Cost)
 	}
+	kl, ok := h.lim.(KeyedLimiter)
+	if !ok {
+		return Decision{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("bucket %q is keyed, and the Limiter (%T) takes no keys", g.Bucket, h.lim), workflows.ErrInvalidRequest, nil)
+	}
+	return kl.AcquireKey(ctx, Key{Bucket: g.Bucket, Key: h.key, Shards: g.Shards}, h.id, g.Cost)
+}
+
+// guard returns the guard of the named bucket.
+func (h *held) guard(bucketName string) bucket.Guard {
+	for _, g := range h.guards {
+		if g.Bucket == bucketName {
+			return g
+		}
+	}
+	return bucket.Guard{Bucket: bucketName}
+}
+
+func (i *Interceptor) settle(ctx context.Context, h *held, bucketName string, tokens int64) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	if err := s.Settle(sctx, bucketName, h.id, tokens); err != nil {
+	var err error
+	if g := h.guard(bucketName); g.Shards > 0 {
+		kl, ok := h.lim.(KeyedLimiter)
+		if !ok {
+			return
+		}
+		err = kl.SettleKey(sctx, Key{Bucket: g.Bucket, Key: h.key, Shards: g.Shards}, h.id, tokens)
+	} else if s, ok := h.lim.(Settler); ok {
+		err = s.Settle(sctx, bucketName, h.id, tokens)
+	} else {
+		return
+	}
+	if err != nil {
 		activity.GetLogger(ctx).Warn("Could not settle tokens with the bucket: a refund is lost, a charge not taken",
 			"Bucket", bucketName, "Tokens", tokens, "Error", err)
 	}
@@ -333,10 +393,16 @@ func (i *Interceptor) rateLimited(denials []Denial) error {
 	if spread := min(i.opts.MaxJitter, d.RetryAfter/10); spread > 0 {
 		delay += rand.N(spread)
 	}
-	msg := fmt.Sprintf("rate limited by bucket %q: %d tokens left, %d needed; retrying in %v",
-		d.Bucket, d.Remaining, d.Cost, delay.Round(time.Millisecond))
+	name := func(d Denial) string {
+		if d.Key != "" {
+			return fmt.Sprintf("bucket %q (key %q)", d.Bucket, d.Key)
+		}
+		return fmt.Sprintf("bucket %q", d.Bucket)
+	}
+	msg := fmt.Sprintf("rate limited by %s: %d tokens left, %d needed; retrying in %v",
+		name(d), d.Remaining, d.Cost, delay.Round(time.Millisecond))
 	for _, o := range d.Also {
-		msg += fmt.Sprintf("; and by bucket %q: %d tokens left, %d needed", o.Bucket, o.Remaining, o.Cost)
+		msg += fmt.Sprintf("; and by %s: %d tokens left, %d needed", name(o), o.Remaining, o.Cost)
 	}
 	return temporal.NewApplicationErrorWithOptions(msg, workflows.ErrRateLimited,
 		temporal.ApplicationErrorOptions{

@@ -39,6 +39,9 @@ type Decision struct {
 	// LastRefill is when the bucket applied its latest refill before it
 	// decided: grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time
+	// Shadow reports a grant made only because the bucket is in shadow
+	// mode: enforcing, it would have refused the request.
+	Shadow bool
 }
 
 // A Grant is the tokens a running guarded activity holds; GrantFromContext
@@ -47,6 +50,8 @@ type Grant struct {
 	// Bucket the tokens came from, and Cost, how many.
 	Bucket string
 	Cost   int64
+	// Key is, for a keyed bucket, the key whose tokens they were.
+	Key string
 	// Remaining is the number of tokens the bucket held after the grant.
 	Remaining int64
 	// NextRefill is when the bucket expects its next refill.
@@ -54,6 +59,8 @@ type Grant struct {
 	// LastRefill is when the bucket applied the latest refill before the
 	// grant; grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time
+	// Shadow reports that the bucket, in shadow mode, would have refused.
+	Shadow bool
 }
 
 type grantKey struct{}
@@ -94,6 +101,8 @@ type Settler interface {
 type Denial struct {
 	// Bucket that refused the request.
 	Bucket string `json:"bucket"`
+	// Key is, for a keyed bucket, the key that had too few tokens.
+	Key string `json:"key,omitempty"`
 	// Cost is the tokens the request asked for (0 when the denial came from
 	// the bucket itself, which answers for a whole batch).
 	Cost int64 `json:"cost,omitempty"`

@@ -75,11 +75,11 @@ func (m activityMetrics) bucket(name string) client.MetricsHandler {
 	return m.h.WithTags(map[string]string{workflows.MetricTagBucket: name})
 }
 
-// acquire asks lim for the tokens, recording the request's result, the
+// acquire asks for the tokens, recording the request's result, the
 // tokens granted and how long the answer took.
-func (m activityMetrics) acquire(ctx context.Context, lim Limiter, bucketName, id string, cost int64) (Decision, error) {
+func (m activityMetrics) acquire(bucketName string, cost int64, acquire func() (Decision, error)) (Decision, error) {
 	start := time.Now()
-	d, err := lim.Acquire(ctx, bucketName, id, cost)
+	d, err := acquire()
 	h := m.bucket(bucketName)
 	h.Timer(MetricAcquireLatency).Record(time.Since(start))
 	result := ResultGranted

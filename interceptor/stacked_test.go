@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"testing"
 	"time"
 
@@ -168,5 +169,38 @@ func TestSetCostErrors(t *testing.T) {
 	}
 	if lim.Tokens("a") != 4 || lim.Tokens("b") != 2 {
 		t.Errorf("a holds %d, b holds %d; want 4 and 2 (b settled at 3)", lim.Tokens("a"), lim.Tokens("b"))
+	}
+}
+
+// A 429 with Retry-After, reported from inside the activity, pauses the
+// bucket for every caller and fails the activity as a denial until then.
+func TestReportHTTPPausesTheBucket(t *testing.T) {
+	clock := tbtest.NewClock(t0)
+	lim, err := tbtest.NewLimiter(clock.Now, bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 5, Maximum: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := guardedEnv(t, lim, []bucket.Guard{{Bucket: "api", Cost: 1}}, func(ctx context.Context) error {
+		resp := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"30"}}}
+		if err := interceptor.ReportHTTP(ctx, "", resp); err != nil {
+			return err
+		}
+		return errors.New("a 429 did not fail the activity")
+	})
+	_, err = env.ExecuteActivity("Call")
+	d, ok := interceptor.AsDenial(err)
+	var appErr *temporal.ApplicationError
+	if !ok || !errors.As(err, &appErr) || appErr.NonRetryable() || appErr.Category() != temporal.ApplicationErrorCategoryBenign ||
+		d.Bucket != "api" || d.RetryAfter < 29*time.Second || d.RetryAfter > 30*time.Second {
+		t.Fatalf("after a 429: %v (%+v); want a retryable, benign RateLimited for 30s", err, d)
+	}
+	// Every other caller is refused until the pause ends, whatever the bucket holds.
+	dec, err := lim.Acquire(context.Background(), "api", "other", 1)
+	if err != nil || dec.Granted || dec.RetryAfter < 29*time.Second {
+		t.Errorf("another caller during the pause: %+v, %v", dec, err)
+	}
+	clock.Advance(31 * time.Second)
+	if dec, err := lim.Acquire(context.Background(), "api", "later", 1); err != nil || !dec.Granted {
+		t.Errorf("after the pause: %+v, %v", dec, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +291,79 @@ func TestSettleRefundsAndCharges(t *testing.T) {
 	h3.run(next, time.Second)
 	if before.Tokens != 129 || after.Tokens != 199 || after.Refunded != 100 {
 		t.Errorf("across continue-as-new: %d tokens before, %d after, refunded %d; want 129, 199 (70 more: what a may still give back) and 100", before.Tokens, after.Tokens, after.Refunded)
+	}
+}
+
+// keyReq asks key for cost tokens.
+func keyReq(id, key string, cost int64) AcquireRequest {
+	return AcquireRequest{ID: id, Key: key, Cost: cost}
+}
+
+// TestKeyedShard: each key of a keyed bucket has its own tokens; a greedy key
+// leaves the others theirs; a key back at its starting level is forgotten
+// when the shard continues as new; keys that belong to another shard, or no
+// key, are refused.
+func TestKeyedShard(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "tenant", Schedule: "@every 1s", Amount: 2, Maximum: 2, Keyed: true, Shards: 2}
+	var mine, other string // keys of shard 0 and of shard 1
+	for i := 0; mine == "" || other == ""; i++ {
+		k := fmt.Sprint("t", i)
+		if bucket.KeyShard(k, 2) == 0 && mine == "" {
+			mine = k
+		} else if bucket.KeyShard(k, 2) == 1 && other == "" {
+			other = k
+		}
+	}
+	var first, second *updateResult
+	var mid Status
+	var key KeyStatus
+	h.at(100*time.Millisecond, func() {
+		first = h.acquire("u1", keyReq("a1", mine, 1), keyReq("a2", mine, 1), keyReq("a3", mine, 1), keyReq("b1", "greedy-"+mine, 1),
+			keyReq("x", other, 1), keyReq("y", "", 1))
+	})
+	h.at(200*time.Millisecond, func() {
+		mid = h.state()
+		v, err := h.env.QueryWorkflow(KeyQuery, mine)
+		if err == nil {
+			err = v.Get(&key)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	h.at(1100*time.Millisecond, func() {
+		h.refill(Refill{ID: tickID(t0.Add(time.Second)), Tick: t0.Add(time.Second)})
+		second = h.acquire("u2", keyReq("a4", mine, 2))
+	})
+	h.at(5*time.Second, func() { h.acquire("u3", keyReq("z", mine, 1)) }) // the last update of the run
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, Shard: 0, MaxUpdatesPerRun: 3})
+	next := continuedAsNew(t, h.env)
+
+	got := granted(first.resp.Results)
+	if !reflect.DeepEqual(got[:3], []bool{true, true, false}) || first.resp.Results[2].RetryAfter != 900*time.Millisecond {
+		t.Errorf("key %s asking 3 of 2: %+v", mine, first.resp.Results[:3])
+	}
+	if bucket.KeyShard("greedy-"+mine, 2) == 0 && !got[3] {
+		t.Errorf("another key of the shard was refused: %+v", first.resp.Results[3])
+	}
+	if first.resp.Results[4].Invalid == "" || first.resp.Results[5].Invalid == "" {
+		t.Errorf("a key of another shard, and no key: %+v, %+v; want both invalid", first.resp.Results[4], first.resp.Results[5])
+	}
+	if kt := first.resp.Results[1].KeyTokens; kt == nil || *kt != 0 {
+		t.Errorf("KeyTokens after the second grant: %v, want 0", kt)
+	}
+	if mid.Keys < 1 || len(mid.Emptiest) == 0 || mid.Emptiest[0].Key != mine || mid.Emptiest[0].Tokens != 0 || !key.Held || key.Tokens != 0 {
+		t.Errorf("state %d keys, emptiest %+v; key query %+v", mid.Keys, mid.Emptiest, key)
+	}
+	if !second.resp.Results[0].Granted {
+		t.Errorf("after the refill the key's 2 tokens: %+v", second.resp.Results)
+	}
+	// At 5s the key took one more (1 left): it is kept; full keys are forgotten.
+	if k, ok := next.keys[mine]; !ok || k.Tokens != 1 {
+		t.Errorf("carried keys %+v; want %s with 1 token", next.keys, mine)
+	}
+	if _, ok := next.keys["greedy-"+mine]; ok {
+		t.Errorf("a key back at its starting level was carried: %+v", next.keys)
 	}
 }

@@ -58,10 +58,11 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		return Status{}, err
 	}
 	sig := signals{
-		refills: workflow.GetSignalChannel(ctx, RefillSignal),
-		returns: workflow.GetSignalChannel(ctx, ReturnSignal),
-		reports: workflow.GetSignalChannel(ctx, ReportSignal),
-		settles: workflow.GetSignalChannel(ctx, SettleSignal),
+		refills:   workflow.GetSignalChannel(ctx, RefillSignal),
+		returns:   workflow.GetSignalChannel(ctx, ReturnSignal),
+		reports:   workflow.GetSignalChannel(ctx, ReportSignal),
+		settles:   workflow.GetSignalChannel(ctx, SettleSignal),
+		upstreams: workflow.GetSignalChannel(ctx, UpstreamSignal),
 	}
 	for {
 		err := workflow.Await(ctx, func() bool {
@@ -95,6 +96,8 @@ type bucketWorkflow struct {
 	updates int // accepted in this run
 	retired bool
 	ledger  bool // see changeLedger
+	// shadowLogged is the window of the latest shadow-mode log line.
+	shadowLogged time.Time
 }
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
@@ -131,6 +134,15 @@ func (w *bucketWorkflow) register(ctx workflow.Context) error {
 	if err := workflow.SetUpdateHandler(ctx, RetireUpdate, w.retire); err != nil {
 		return err
 	}
+	if err := workflow.SetQueryHandler(ctx, KeyQuery, func(key string) (KeyStatus, error) {
+		if !w.keyed() {
+			return KeyStatus{}, fmt.Errorf("bucket %q is not keyed", w.b.Spec().Name)
+		}
+		now := workflow.Now(ctx)
+		return w.keyStatus(w.b.Due(now), now, key), nil
+	}); err != nil {
+		return err
+	}
 	return workflow.SetQueryHandler(ctx, StateQuery, func() (Status, error) { return w.status(ctx), nil })
 }
 
@@ -162,6 +174,10 @@ func (w *bucketWorkflow) classify(batch AcquireBatch) (costs []int64, outcomes [
 		case w.in.granted.has(r.ID):
 			outcomes[i].Granted = true
 			duplicates++
+		case w.checkKey(r) != "":
+			outcomes[i].Invalid = w.checkKey(r)
+		case w.keyed() && r.Optional:
+			outcomes[i].Invalid = "a keyed bucket lends no lease"
 		default:
 			if err := bucket.CheckCost(r.Cost, maximum); err != nil {
 				outcomes[i].Invalid = err.Error()
@@ -195,7 +211,14 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	}
 	now := workflow.Now(ctx)
 	b := w.b.Due(now) // a validator may not change the bucket: decide on a copy
-	ok, waits := b.Check(now, costs)
+	var ok bool
+	var waits []time.Duration
+	var keyTokens []int64
+	if w.keyed() {
+		ok, waits, keyTokens = w.checkKeyed(b, now, batch, costs)
+	} else {
+		ok, waits = b.Check(now, costs)
+	}
 	if ok {
 		return nil
 	}
@@ -203,6 +226,9 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	for i := range outcomes {
 		if outcomes[i].Invalid == "" {
 			outcomes[i].RetryAfter = waits[i]
+			if keyTokens != nil {
+				outcomes[i].KeyTokens = &keyTokens[i]
+			}
 			valid++
 		}
 	}
@@ -222,10 +248,21 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	now := workflow.Now(ctx)
 	w.applyDue(ctx, now)
 	costs, outcomes, _ := w.classify(batch)
-	for i, r := range w.b.Take(now, costs) {
+	wouldDeny := w.b.WouldDeny
+	var results []bucket.Result
+	var keyTokens []int64
+	if w.keyed() {
+		results, keyTokens = w.takeKeyed(now, batch, costs)
+	} else {
+		results = w.b.Take(now, costs)
+	}
+	for i, r := range results {
+		if keyTokens != nil && costs[i] > 0 {
+			outcomes[i].KeyTokens = &keyTokens[i]
+		}
 		switch {
 		case r.Granted:
-			outcomes[i].Granted = true
+			outcomes[i].Granted, outcomes[i].Shadow = true, r.Shadow
 			if w.ledger {
 				w.in.granted.addCost(batch.Requests[i].ID, now, costs[i])
 			} else {
@@ -244,6 +281,13 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 				leaseFor = w.b.NextTick().Sub(now)
 			}
 			break // one lease per batch
+		}
+	}
+	if n := w.b.WouldDeny - wouldDeny; n > 0 {
+		w.metrics(ctx).Counter(MetricWouldDeny).Inc(n)
+		if w.shadowLogged != w.b.LastTick {
+			w.shadowLogged = w.b.LastTick // once per refill window
+			workflow.GetLogger(ctx).Info("Shadow mode: let through what enforcing would refuse", "bucket", w.b.Spec().Name, "tokens", n, "wouldDenyTotal", w.b.WouldDeny)
 		}
 	}
 	w.b.CountDenied(batch.Rejected)
@@ -301,11 +345,11 @@ func (w *bucketWorkflow) grantedMaxAge() time.Duration {
 
 // signals are the channels of the signals a bucket takes.
 type signals struct {
-	refills, returns, reports, settles workflow.ReceiveChannel
+	refills, returns, reports, settles, upstreams workflow.ReceiveChannel
 }
 
 func (s signals) waiting() bool {
-	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0 || s.settles.Len() > 0
+	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0 || s.settles.Len() > 0 || s.upstreams.Len() > 0
 }
 
 // drain applies every signal waiting.
@@ -331,7 +375,46 @@ func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
 		w.settle(ctx, set)
 		set = Settle{}
 	}
+	var up Upstream
+	for s.upstreams.ReceiveAsync(&up) {
+		w.upstream(ctx, up)
+		up = Upstream{}
+	}
 	w.observe(ctx)
+}
+
+// upstream applies what the upstream said, once per report: a pause, and a
+// count of what is left.
+func (w *bucketWorkflow) upstream(ctx workflow.Context, u Upstream) {
+	now := workflow.Now(ctx)
+	if u.ID == "" || len(u.ID) > MaxIDLength || w.in.settled.has(u.ID) {
+		return
+	}
+	w.in.settled.add(u.ID, now)
+	m := w.metrics(ctx)
+	if w.keyed() && u.Key != "" {
+		if bucket.CheckKey(u.Key) != nil || bucket.KeyShard(u.Key, w.b.Spec().ShardCount()) != w.in.Shard {
+			return
+		}
+		kb, kp := w.keyFor(u.Key)
+		if u.PauseFor > 0 && kb.Pause(now, now.Add(u.PauseFor)) {
+			m.Counter(MetricPauses).Inc(1)
+			w.b.Pauses++
+		}
+		if u.Remaining != nil && kb.Calibrate(*u.Remaining) {
+			m.Counter(MetricCalibrations).Inc(1)
+			w.b.Calibrations++
+		}
+		w.put(u.Key, kb, kp, now)
+		return
+	}
+	if u.PauseFor > 0 && w.b.Pause(now, now.Add(u.PauseFor)) {
+		m.Counter(MetricPauses).Inc(1)
+		workflow.GetLogger(ctx).Info("Paused: the upstream asked callers to come back later", "bucket", w.b.Spec().Name, "until", w.b.PausedUntil)
+	}
+	if u.Remaining != nil && w.b.Calibrate(*u.Remaining) {
+		m.Counter(MetricCalibrations).Inc(1)
+	}
 }
 
 // settle applies a settle signal once: a refund of a grant of the current
@@ -341,14 +424,24 @@ func (w *bucketWorkflow) settle(ctx workflow.Context, s Settle) {
 	if s.ID == "" || len(s.ID) > MaxIDLength || w.in.settled.has(s.ID) {
 		return
 	}
+	b, kp := w.b, (*bucket.KeyState)(nil)
+	if w.keyed() {
+		if bucket.CheckKey(s.Key) != nil || bucket.KeyShard(s.Key, w.b.Spec().ShardCount()) != w.in.Shard {
+			return
+		}
+		b, kp = w.keyFor(s.Key)
+	}
 	switch {
 	case s.Tokens < 0:
 		n, late := w.in.granted.take(s.Grant, w.b.LastTick, -s.Tokens)
-		w.metrics(ctx).Counter(MetricRefunded).Inc(w.b.Refund(n))
-		w.b.Unrefunded = min(w.b.Unrefunded+late, math.MaxInt64-1)
+		w.metrics(ctx).Counter(MetricRefunded).Inc(b.Refund(n))
+		b.Unrefunded = min(b.Unrefunded+late, math.MaxInt64-1)
 	case s.Tokens > 0:
-		w.b.Charge(s.Tokens)
+		b.Charge(s.Tokens)
 		w.metrics(ctx).Counter(MetricCharged).Inc(s.Tokens)
+	}
+	if w.keyed() {
+		w.put(s.Key, b, kp, now)
 	}
 	w.in.settled.add(s.ID, now)
 	if w.in.settled.len() > settledIDsKept*5/4 {
@@ -378,6 +471,19 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 	amount := r.Amount
 	if amount <= 0 {
 		amount = w.b.Spec().Amount
+	}
+	if r.Key != "" {
+		// A manual refill of one key of a keyed bucket.
+		if r.Tick.IsZero() && w.keyed() && bucket.CheckKey(r.Key) == nil && bucket.KeyShard(r.Key, w.b.Spec().ShardCount()) == w.in.Shard {
+			kb, kp := w.keyFor(r.Key)
+			kb.Refill(now, time.Time{}, amount)
+			w.put(r.Key, kb, kp, now)
+			w.b.LastRefill = now // the shard's latest refill, of any key: what tb refill --key waits for
+			if r.ID != "" {
+				w.rememberTick(r.ID, now)
+			}
+		}
+		return
 	}
 	w.b.Refill(now, r.Tick, amount)
 	w.metrics(ctx).Counter(MetricRefills).Inc(1)
@@ -419,8 +525,17 @@ func (w *bucketWorkflow) metrics(ctx workflow.Context) client.MetricsHandler {
 // observe records the bucket's gauges.
 func (w *bucketWorkflow) observe(ctx workflow.Context) {
 	m := w.metrics(ctx)
+	if w.keyed() {
+		m.Gauge(MetricKeys).Update(float64(len(w.in.keys)))
+		return
+	}
 	m.Gauge(MetricTokens).Update(float64(w.b.Tokens))
 	m.Gauge(MetricDebt).Update(float64(w.b.Debt))
+	paused := 0.0
+	if w.b.Paused(workflow.Now(ctx)) {
+		paused = 1
+	}
+	m.Gauge(MetricPaused).Update(paused)
 }
 
 func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
@@ -434,6 +549,7 @@ func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
 func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	now := workflow.Now(ctx)
 	w.applyDue(ctx, now)
+	w.dropResting(now)
 	in := w.in
 	st := w.b.State
 	in.State = &st
@@ -447,13 +563,17 @@ func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 func (w *bucketWorkflow) status(ctx workflow.Context) Status {
 	now := workflow.Now(ctx)
 	b := w.b.Due(now) // a query may not change the bucket
-	return Status{
+	st := Status{
 		Spec:       b.Spec(),
 		State:      b.State,
 		NextRefill: b.NextRefill(now),
 		Run:        w.in.run,
 		Updates:    w.updates,
 	}
+	if w.keyed() {
+		st.Keys, st.Emptiest = w.keysStatus(b, now)
+	}
+	return st
 }
 
 func invalidRequest(msg string) error {
