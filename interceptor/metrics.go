@@ -55,7 +55,10 @@ const (
 	// ResultError: the request could not be decided (bad input, an unknown
 	// bucket, Temporal unreachable, a timeout); the activity did not run.
 	ResultError = "error"
-	// ResultShadow is reserved for requests decided but not enforced.
+	// ResultShadow: granted only because the bucket is in shadow mode
+	// (mode: shadow); enforcing, it would have refused. Its tokens are not
+	// counted in MetricAcquireGrantedTokens, as the bucket does not count them
+	// as granted.
 	ResultShadow = "shadow"
 )
 
@@ -88,6 +91,8 @@ func (m activityMetrics) acquire(bucketName string, cost int64, acquire func() (
 		result = ResultError
 	case !d.Granted:
 		result = ResultDenied
+	case d.Shadow:
+		result = ResultShadow
 	default:
 		h.Counter(MetricAcquireGrantedTokens).Inc(cost)
 	}

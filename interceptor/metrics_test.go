@@ -127,9 +127,9 @@ func TestMetricsOfOneActivity(t *testing.T) {
 		respond func(workflows.AcquireBatch) (workflows.AcquireResponse, error)
 		opts    Options
 		// requests by result, then samples of latency, retry delay and wait
-		granted, denied, errored float64
-		latencies, delays, waits int
-		tokens                   float64
+		granted, denied, errored, shadow float64
+		latencies, delays, waits         int
+		tokens                           float64
 	}{
 		{name: "granted", respond: grantAll, granted: 1, latencies: 1, tokens: 2},
 		{name: "denied", respond: func(workflows.AcquireBatch) (workflows.AcquireResponse, error) {
@@ -144,13 +144,20 @@ func TestMetricsOfOneActivity(t *testing.T) {
 				return grantAll(b)
 			}
 		}(), denied: 1, granted: 1, latencies: 2, waits: 1, tokens: 2},
+		{name: "shadow", respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+			resp, err := grantAll(b)
+			for i := range resp.Results {
+				resp.Results[i].Shadow = true
+			}
+			return resp, err
+		}, shadow: 1, latencies: 1},
 		{name: "error", respond: func(workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 			return workflows.AcquireResponse{}, serviceerror.NewNotFound("no such workflow")
 		}, errored: 1, latencies: 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rec := newRecorder()
-			if err := runMetered(t, &fakeBucket{respond: c.respond}, c.opts, rec); (err == nil) != (c.granted > 0) {
+			if err := runMetered(t, &fakeBucket{respond: c.respond}, c.opts, rec); (err == nil) != (c.granted+c.shadow > 0) {
 				t.Errorf("activity error %v", err)
 			}
 			for _, n := range []struct {
@@ -160,6 +167,7 @@ func TestMetricsOfOneActivity(t *testing.T) {
 				{"granted requests", rec.sum(MetricAcquireRequests, result(ResultGranted)), c.granted},
 				{"denied requests", rec.sum(MetricAcquireRequests, result(ResultDenied)), c.denied},
 				{"failed requests", rec.sum(MetricAcquireRequests, result(ResultError)), c.errored},
+				{"shadow requests", rec.sum(MetricAcquireRequests, result(ResultShadow)), c.shadow},
 				{"granted tokens", rec.sum(MetricAcquireGrantedTokens, api), c.tokens},
 				{"latency samples", float64(len(rec.matching(MetricAcquireLatency, api))), float64(c.latencies)},
 				{"retry delay samples", float64(len(rec.matching(MetricRetryDelay, api))), float64(c.delays)},
