@@ -219,6 +219,17 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			if g.Shards > 0 {
 				gkey = key
 			}
+			if d.Granted && !d.Shadow {
+				if until := pausedHere(lim, g); !until.IsZero() {
+					// Granted before this process heard that the upstream
+					// paused: the call would be refused. Give the tokens back
+					// and come back when the pause ends. Not waited out here:
+					// asked again, the request would be answered as granted.
+					got[k], h.grants[k] = true, Grant{Bucket: g.Bucket, Cost: g.Cost}
+					i.giveBack(ctx, h, got)
+					return nil, m.denied(i.rateLimited([]Denial{{Bucket: g.Bucket, Cost: g.Cost, RetryAfter: max(time.Until(until), minRetryDelay), NextRefill: d.NextRefill}}))
+				}
+			}
 			if d.Granted {
 				got[k] = true
 				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Key: gkey, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill, Shadow: d.Shadow}
