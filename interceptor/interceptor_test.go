@@ -43,6 +43,19 @@ func runActivity(t *testing.T, f *fakeBucket, opts Options, name string) (*guard
 	}
 	opts.Limiter = acq
 	opts.Guards = map[string][]bucket.Guard{"Fetch": {{Bucket: "api", Cost: 2}}}
+	env, g := guardedEnv(t, opts)
+	v, err := env.ExecuteActivity(name)
+	var grant Grant
+	if err == nil && name == "Fetch" {
+		err = v.Get(&grant)
+	}
+	return g, grant, err
+}
+
+// guardedEnv returns an activity test environment running guarded's
+// activities through an interceptor made with opts.
+func guardedEnv(t *testing.T, opts Options) (*testsuite.TestActivityEnvironment, *guarded) {
+	t.Helper()
 	ic, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -52,12 +65,7 @@ func runActivity(t *testing.T, f *fakeBucket, opts Options, name string) (*guard
 	env.SetWorkerOptions(worker.Options{Interceptors: []temporalinterceptor.WorkerInterceptor{ic}})
 	g := &guarded{}
 	env.RegisterActivity(g)
-	v, err := env.ExecuteActivity(name)
-	var grant Grant
-	if err == nil && name == "Fetch" {
-		err = v.Get(&grant)
-	}
-	return g, grant, err
+	return env, g
 }
 
 func TestGrantedActivityRuns(t *testing.T) {

@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	temporalinterceptor "go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
-	"go.temporal.io/sdk/testsuite"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
@@ -77,15 +74,7 @@ func TestGrantArrivingDuringAPauseIsGivenBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ic, err := New(Options{Limiter: acq, Guards: map[string][]bucket.Guard{"Fetch": {{Bucket: "api", Cost: 2}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s testsuite.WorkflowTestSuite
-	env := s.NewTestActivityEnvironment()
-	env.SetWorkerOptions(worker.Options{Interceptors: []temporalinterceptor.WorkerInterceptor{ic}})
-	g := &guarded{}
-	env.RegisterActivity(g)
+	env, g := guardedEnv(t, Options{Limiter: acq, Guards: map[string][]bucket.Guard{"Fetch": {{Bucket: "api", Cost: 2}}}})
 	done := make(chan error, 1)
 	go func() {
 		_, err := env.ExecuteActivity("Fetch")
