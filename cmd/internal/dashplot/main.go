@@ -226,6 +226,7 @@ type config struct {
 	step        time.Duration
 	rateWindow  time.Duration
 	width       int
+	note        string
 	warnings    io.Writer
 	queryFailed bool
 }
@@ -273,6 +274,7 @@ func main() {
 	flag.DurationVar(&c.rateWindow, "rate-interval", time.Minute, "what $__rate_interval becomes")
 	flag.IntVar(&c.width, "width", 1600, "width of the SVG in pixels")
 	flag.StringVar(&out, "out", "dashboard.svg", "SVG file to write")
+	flag.StringVar(&c.note, "note", "", "a line of text to print under the title, about the run")
 	flag.Parse()
 	c.warnings = os.Stderr
 	if err := c.setRange(start, end, last); err != nil {

@@ -16,7 +16,7 @@ var colors = []string{"#7EB26D", "#EAB839", "#6ED0E0", "#EF843C", "#E24D42", "#1
 
 const (
 	rowHeight = 38.0 // pixels per gridPos row
-	header    = 52.0
+	header    = 64.0
 	pad       = 4.0
 	charWidth = 6.2 // of the 11px font, roughly
 )
@@ -32,9 +32,12 @@ func (c *config) render(ctx context.Context, d dashboard, vars map[string]string
 	height := header + float64(rows)*rowHeight + pad
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%.0f" viewBox="0 0 %d %.0f" font-family="Helvetica, Arial, sans-serif" font-size="11" fill="#333">`+"\n", c.width, height, c.width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#f4f5f5"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="16" font-weight="bold">%s</text>`+"\n", pad+4, esc(d.Title))
-	fmt.Fprintf(&b, `<text x="%.0f" y="40" fill="#666">%s – %s UTC · step %s · $__rate_interval %s · all buckets · queried from %s</text>`+"\n",
+	fmt.Fprintf(&b, `<text x="%.0f" y="20" font-size="16" font-weight="bold">%s</text>`+"\n", pad+4, esc(d.Title))
+	fmt.Fprintf(&b, `<text x="%.0f" y="38" fill="#666">%s – %s UTC · step %s · $__rate_interval %s · all buckets · queried from %s</text>`+"\n",
 		pad+4, c.start.UTC().Format("2006-01-02 15:04:05"), c.end.UTC().Format("15:04:05"), c.step, promDuration(c.rateWindow), esc(c.prometheus))
+	if c.note != "" {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="#666">%s</text>`+"\n", pad+4, header-6, esc(c.note))
+	}
 	for _, p := range d.Panels {
 		g := p.GridPos
 		box := rect{float64(g.X)*col + pad, header + float64(g.Y)*rowHeight + pad, float64(g.W)*col - 2*pad, float64(g.H)*rowHeight - 2*pad}
