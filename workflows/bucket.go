@@ -58,6 +58,7 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 	if err := w.register(ctx); err != nil {
 		return Status{}, err
 	}
+	w.observe(ctx) // each run's gauges from its start, not its first change
 	sig := signals{
 		refills:   workflow.GetSignalChannel(ctx, RefillSignal),
 		returns:   workflow.GetSignalChannel(ctx, ReturnSignal),
@@ -514,6 +515,7 @@ func (w *bucketWorkflow) applyDue(ctx workflow.Context, now time.Time) {
 	for _, tick := range w.b.ApplyDue(now) {
 		w.rememberTick(tickID(tick), now)
 		w.metrics(ctx).Counter(MetricRefills).Inc(1)
+		w.metrics(ctx).Timer(MetricRefillLag).Record(0) // applied as of its tick, whenever the bucket is next asked
 	}
 }
 

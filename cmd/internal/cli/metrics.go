@@ -29,10 +29,12 @@ const DefaultDevMetricsAddress = "127.0.0.1:9464"
 // timerBuckets are the upper bounds, in seconds, of the histogram every
 // timer becomes: acquire latencies of a few milliseconds, refill lags of
 // seconds, waits in the activity up to the interceptor's default MaxWait
-// (2s), and retry delays up to an hour (an hourly bucket's next refill).
+// (2s), and retry delays up to an hour (an hourly bucket's next refill),
+// finer around the seconds a per-second or per-few-seconds bucket tells its
+// callers to wait.
 var timerBuckets = []float64{
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-	1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+	1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600,
 }
 
 // Metrics serves what a Temporal client's MetricsHandler records — the
