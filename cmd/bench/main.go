@@ -49,10 +49,11 @@ type Report struct {
 	Throughput []ThroughputRow `json:"throughput,omitempty"`
 	Drain      []DrainRow      `json:"drain,omitempty"`
 	CAN        *CANResult      `json:"continueAsNew,omitempty"`
+	Fleet      []FleetRow      `json:"fleet,omitempty"`
 	Many       []ManyResult    `json:"manyBuckets,omitempty"`
 }
 
-var scenarios = []string{"overhead", "throughput", "drain", "can", "many"}
+var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "many"}
 
 func main() {
 	if isWorkerProcess() {
@@ -89,6 +90,8 @@ func main() {
 			report.Drain, err = runDrain(ctx, cfg)
 		case "can":
 			report.CAN, err = runCAN(ctx, cfg)
+		case "fleet":
+			report.Fleet, err = runFleet(ctx, cfg)
 		case "many":
 			report.Many, err = runMany(ctx, cfg)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 )
 
 func printMarkdown(w io.Writer, r *Report) {
@@ -56,6 +57,41 @@ func printMarkdown(w io.Writer, r *Report) {
 			c.Seconds, c.Boundaries, c.Acquires, c.Errors, c.GrantedTokens, c.DeductedTokens, c.BucketGranted, c.P50ms, c.P99ms,
 			c.Spanning, c.BoundaryP50ms, c.BoundaryP99ms, c.AwayP99ms)
 	}
+	if len(r.Fleet) > 0 {
+		f0 := r.Fleet[0]
+		fmt.Fprintf(w, "## Fleets on one hot bucket: processes × %d callers, bucket %s, amount %d, maximum %d, %.0f s per mode\n\n",
+			f0.CallersPerProcess, fleetSpec.Schedule, fleetSpec.Amount, fleetSpec.Maximum, f0.Seconds)
+		fmt.Fprintf(w, "| processes × callers | acquires (tb / per-process) | p50 (tb / per-process) | **p99** (tb / per-process) | share of supply (tb / per-process) | caller errors (tb / per-process) | over-grant (tb / per-process) | ResourceExhausted (tb / per-process) | updates aborted (tb / per-process) | longest without a grant (tb / per-process) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, f := range r.Fleet {
+			t, p := f.TB, f.PerProcess
+			fmt.Fprintf(w, "| %d × %d | %d / %d | %s / %s | **%s** / %s | %.0f%% / %.0f%% | %d / %d | %d / %d | %d / %d | %d / %d | %.1f / %.1f s |\n",
+				f.Processes, f.CallersPerProcess, t.Acquires, p.Acquires, latency(t.P50ms), latency(p.P50ms), latency(t.P99ms), latency(p.P99ms),
+				100*t.Share, 100*p.Share, t.Errors, p.Errors, t.OverGrant, p.OverGrant, t.ResourceExhausted, p.ResourceExhausted,
+				t.Aborted, p.Aborted, t.LongestStallMs/1000, p.LongestStallMs/1000)
+		}
+		fmt.Fprintf(w, "\nEach mode runs on a fresh server. Latency is every answered Acquire's (grants and denials); share of supply is tokens granted ÷ (maximum + ticks × amount) over the run; over-grant is the most grants drawing on one refill (Decision.LastRefill) minus the maximum (must be ≤ 0); ResourceExhausted counts the server's answers to the fleet's clients, SDK retries included; updates aborted counts the updates in flight the server aborted (its log says \"workflow update was aborted\"; it retries them itself); longest without a grant is the longest stretch of the run in which no caller was granted a token. per-process is tb's acquirer before it cooperated across processes (one update in flight per bucket per process, retried in 2 s tries).\n\n")
+		for _, f := range r.Fleet {
+			if f.Processes != fleetGoalProcesses {
+				continue
+			}
+			t := f.TB
+			var missed []string
+			if t.P99ms > ms(fleetGoalP99) {
+				missed = append(missed, fmt.Sprintf("p99 %.0f ms", t.P99ms))
+			}
+			if t.Share < fleetGoalShare {
+				missed = append(missed, fmt.Sprintf("%.0f%% of supply", 100*t.Share))
+			}
+			if t.Errors > 0 {
+				missed = append(missed, fmt.Sprintf("%d caller errors", t.Errors))
+			}
+			if t.OverGrant > 0 {
+				missed = append(missed, fmt.Sprintf("over-grant %d", t.OverGrant))
+			}
+			fmt.Fprintf(w, "Goal for tb at %d processes: p99 ≤ %v, ≥ %.0f%% of supply, 0 caller errors, 0 over-grant — %s.\n\n",
+				fleetGoalProcesses, fleetGoalP99, 100*fleetGoalShare, verdict(len(missed) == 0, strings.Join(missed, ", ")))
+		}
+	}
 	if len(r.Many) > 0 {
 		m0 := r.Many[0]
 		fmt.Fprintf(w, "## Many buckets: %d buckets refilled %s, all ticking in the same second\n\n", m0.Buckets, m0.Schedule)
@@ -68,6 +104,14 @@ func printMarkdown(w io.Writer, r *Report) {
 		fmt.Fprintln(w, "\nSchedules start at most worker.schedulerNamespaceStartWorkflowRPS workflows a second per namespace (Temporal's default: 30); tb dev raises it to 2000.")
 		fmt.Fprintln(w)
 	}
+}
+
+// verdict says whether a goal was met, and if not, by what.
+func verdict(met bool, detail string) string {
+	if met {
+		return "**met**"
+	}
+	return "**not met**: " + detail
 }
 
 func latency(v float64) string {
