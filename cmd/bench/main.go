@@ -50,10 +50,11 @@ type Report struct {
 	Drain      []DrainRow      `json:"drain,omitempty"`
 	CAN        *CANResult      `json:"continueAsNew,omitempty"`
 	Fleet      []FleetRow      `json:"fleet,omitempty"`
+	Refill     *RefillResult   `json:"refill,omitempty"`
 	Many       []ManyResult    `json:"manyBuckets,omitempty"`
 }
 
-var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "many"}
+var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many"}
 
 func main() {
 	if isWorkerProcess() {
@@ -92,6 +93,8 @@ func main() {
 			report.CAN, err = runCAN(ctx, cfg)
 		case "fleet":
 			report.Fleet, err = runFleet(ctx, cfg)
+		case "refill":
+			report.Refill, err = runRefill(ctx, cfg)
 		case "many":
 			report.Many, err = runMany(ctx, cfg)
 		}

@@ -92,6 +92,14 @@ func printMarkdown(w io.Writer, r *Report) {
 				fleetGoalProcesses, fleetGoalP99, 100*fleetGoalShare, verdict(len(missed) == 0, strings.Join(missed, ", ")))
 		}
 	}
+	if f := r.Refill; f != nil {
+		fmt.Fprintf(w, "## Refills on the tick: one bucket %s with its Schedule for %.0f s, read from its history\n\n", f.Schedule, f.Seconds)
+		fmt.Fprintf(w, "| ticks | without a signal | Schedule created (s past a second) | signal lag p50 / p99 / max (before) | **effective lag** p50 / p99 / max (now) |\n|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| %d | %d | %.2f | %.0f / %.0f / %.0f ms | **%.0f / %.0f / %.0f ms** |\n",
+			f.Ticks, f.Missing, f.SchedulePhase, f.SignalP50ms, f.SignalP99ms, f.SignalMaxms, f.EffectiveP50ms, f.EffectiveP99ms, f.EffectiveMaxms)
+		fmt.Fprintf(w, "\nSignal lag: the tick's refill signal's event time minus the tick, when the bucket applied the tick before. Effective lag: when the tick became applicable now that each refill authorizes the next tick — max(0, the previous tick's signal arrival − the tick), at most its own signal lag. Goal: effective p99 ≤ %v — %s.\n\n",
+			refillGoalP99, verdict(f.EffectiveP99ms <= ms(refillGoalP99), fmt.Sprintf("p99 %.0f ms", f.EffectiveP99ms)))
+	}
 	if len(r.Many) > 0 {
 		m0 := r.Many[0]
 		fmt.Fprintf(w, "## Many buckets: %d buckets refilled %s, all ticking in the same second\n\n", m0.Buckets, m0.Schedule)
