@@ -41,17 +41,18 @@ func (c config) logf(format string, args ...any) {
 
 // Report is everything one run measured; -json writes it.
 type Report struct {
-	Started    time.Time       `json:"started"`
-	Seconds    float64         `json:"seconds"`
-	Machine    string          `json:"machine"`
-	Long       bool            `json:"long"`
-	Overhead   []OverheadRow   `json:"overhead,omitempty"`
-	Throughput []ThroughputRow `json:"throughput,omitempty"`
-	Drain      []DrainRow      `json:"drain,omitempty"`
-	CAN        *CANResult      `json:"continueAsNew,omitempty"`
-	Fleet      []FleetRow      `json:"fleet,omitempty"`
-	Refill     *RefillResult   `json:"refill,omitempty"`
-	Many       []ManyResult    `json:"manyBuckets,omitempty"`
+	Started     time.Time       `json:"started"`
+	Seconds     float64         `json:"seconds"`
+	Machine     string          `json:"machine"`
+	Long        bool            `json:"long"`
+	Overhead    []OverheadRow   `json:"overhead,omitempty"`
+	Throughput  []ThroughputRow `json:"throughput,omitempty"`
+	Drain       []DrainRow      `json:"drain,omitempty"`
+	DrainPhases []DrainPhaseRow `json:"drainPhases,omitempty"` // -long only
+	CAN         *CANResult      `json:"continueAsNew,omitempty"`
+	Fleet       []FleetRow      `json:"fleet,omitempty"`
+	Refill      *RefillResult   `json:"refill,omitempty"`
+	Many        []ManyResult    `json:"manyBuckets,omitempty"`
 }
 
 var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many"}
@@ -88,7 +89,7 @@ func main() {
 		case "throughput":
 			report.Throughput, err = runThroughput(ctx, cfg)
 		case "drain":
-			report.Drain, err = runDrain(ctx, cfg)
+			report.Drain, report.DrainPhases, err = runDrain(ctx, cfg)
 		case "can":
 			report.CAN, err = runCAN(ctx, cfg)
 		case "fleet":

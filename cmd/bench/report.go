@@ -50,6 +50,18 @@ func printMarkdown(w io.Writer, r *Report) {
 		}
 		fmt.Fprintf(w, "\nMedians of %d repetition(s). fixed-5s retries a denied activity after 5 s, as the Celery package's countdown; task-queue-rps is Temporal's TaskQueueActivitiesPerSecond = 10 on a dedicated task queue, with no bucket.\n\n", r.Drain[0].Reps)
 	}
+	if len(r.DrainPhases) > 0 {
+		p0 := r.DrainPhases[0]
+		fmt.Fprintf(w, "### tb's drain of %d by the phase of the bucket's Schedule\n\n", p0.Activities)
+		fmt.Fprintf(w, "| Schedule created (aimed / was, s past a second) | drain | ideal | **drain ÷ ideal** | refill signal lag p50 / p99 (before) | effective lag p50 / p99 (now) | most starts in a refill window − tokens | same, 1 s clock windows |\n|---|---|---|---|---|---|---|---|\n")
+		worst := 0.0
+		for _, d := range r.DrainPhases {
+			worst = max(worst, d.VsIdeal)
+			fmt.Fprintf(w, "| %.1f / %.2f | %.1f s | %.0f s | **%.2f×** | %.0f / %.0f ms | %.0f / %.0f ms | %d | %d |\n",
+				d.TargetPhase, d.SchedulePhase, d.DrainSec, d.IdealSec, d.VsIdeal, d.SignalP50ms, d.SignalP99ms, d.EffectiveP50ms, d.EffectiveP99ms, d.OverRefillWindow, d.OverClockWindow)
+		}
+		fmt.Fprintf(w, "\nOne run per phase. Goal: drain ÷ ideal ≤ %.2f× at every phase — %s.\n\n", drainGoal, verdict(worst <= drainGoal, fmt.Sprintf("worst %.2f×", worst)))
+	}
 	if c := r.CAN; c != nil {
 		fmt.Fprintf(w, "## Continue-as-new under load: %d callers, a new run every %d updates\n\n", c.Callers, c.MaxUpdatesPerRun)
 		fmt.Fprintf(w, "| seconds | boundaries | acquires | errors | granted | deducted | bucket counts | p50 | p99 | spanning a boundary: n, p50 / p99 | others: p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
