@@ -27,15 +27,22 @@ const MaxFileSize = 4 << 20
 type Config struct {
 	// Buckets in file order.
 	Buckets []Spec
-	// Guards maps an activity type to the bucket it draws from and the cost of one run.
-	Guards map[string]Guard
+	// Guards maps an activity type to the buckets it draws from, each with
+	// the cost of one run, sorted by bucket name: the order tokens are taken in.
+	Guards map[string][]Guard
 }
 
-// A Guard says that running an activity type takes Cost tokens from Bucket.
+// A Guard says that running an activity type takes Cost tokens from Bucket;
+// Shards > 0 says Bucket is keyed, with that many shards: the tokens come
+// from the bucket of the activity's key.
 type Guard struct {
 	Bucket string `json:"bucket"`
 	Cost   int64  `json:"cost"`
+	Shards int    `json:"shards,omitempty"`
 }
+
+// MaxGuards bounds the buckets one activity type draws from.
+const MaxGuards = 8
 
 // Bucket returns the spec of the named bucket.
 func (c *Config) Bucket(name string) (Spec, bool) {
@@ -72,8 +79,15 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, ValidationError{{File: filename, Err: errTooLarge}}
 	}
-	p := &parser{file: filename, cfg: &Config{Guards: map[string]Guard{}}}
+	p := &parser{file: filename, cfg: &Config{Guards: map[string][]Guard{}}, guardLine: map[string]*yaml.Node{}}
 	p.parse(data)
+	for activity, guards := range p.cfg.Guards {
+		if len(guards) > MaxGuards {
+			last := guards[len(guards)-1]
+			p.errorf(p.guardLine[activity], last.Bucket, "activities."+activity, "is guarded by %d buckets; the most is %d", len(guards), MaxGuards)
+		}
+		sort.Slice(guards, func(i, j int) bool { return guards[i].Bucket < guards[j].Bucket })
+	}
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 		return nil, p.errs
@@ -85,6 +99,8 @@ type parser struct {
 	file string
 	cfg  *Config
 	errs ValidationError
+	// guardLine is, per activity type, the line of its latest guard.
+	guardLine map[string]*yaml.Node
 }
 
 func (p *parser) errorf(n *yaml.Node, bucket, field, format string, args ...any) {
@@ -147,10 +163,9 @@ func (p *parser) parse(data []byte) {
 		p.errorf(list, "", "buckets", "must be a list of buckets")
 		return
 	}
-	seen := map[string]int{}      // bucket name → line
-	guardLine := map[string]int{} // activity type → line
+	seen := map[string]int{} // bucket name → line
 	for i, item := range list.Content {
-		p.bucket(resolve(item), i, seen, guardLine)
+		p.bucket(resolve(item), i, seen)
 	}
 }
 
@@ -172,7 +187,7 @@ func (p *parser) fields(m *yaml.Node, bucket string, f func(key, val *yaml.Node)
 	}
 }
 
-func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int) {
+func (p *parser) bucket(n *yaml.Node, index int, seen map[string]int) {
 	if n.Kind != yaml.MappingNode {
 		p.errorf(n, "", fmt.Sprintf("buckets[%d]", index), "must be a mapping with name, schedule, amount and maximum")
 		return
@@ -212,6 +227,21 @@ func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int)
 			} else {
 				ok = false
 			}
+		case "mode":
+			ok = p.str(val, label, "mode", &spec.Mode) && ok
+		case "keyed":
+			ok = p.bool(val, label, "keyed", &spec.Keyed) && ok
+		case "shards":
+			var v int64
+			switch {
+			case !p.int(val, label, "shards", &v):
+				ok = false
+			case v < 1 || v > MaxShards:
+				p.errorf(val, label, "shards", "must be 1 to %d, got %d", MaxShards, v)
+				ok = false
+			default:
+				spec.Shards = int(v)
+			}
 		case "task_queue":
 			switch {
 			case !p.str(val, label, "task_queue", &spec.TaskQueue):
@@ -224,7 +254,7 @@ func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int)
 		case "activities":
 			activities = val
 		default:
-			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, task_queue and activities")
+			p.errorf(key, label, key.Value, "is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, keyed, shards, mode, task_queue and activities")
 			ok = false
 		}
 	})
@@ -255,14 +285,14 @@ func (p *parser) bucket(n *yaml.Node, index int, seen, guardLine map[string]int)
 		}
 	}
 	if activities != nil {
-		ok = p.guards(activities, spec, label, guardLine) && ok
+		ok = p.guards(activities, spec, label) && ok
 	}
 	if ok {
 		p.cfg.Buckets = append(p.cfg.Buckets, spec)
 	}
 }
 
-func (p *parser) guards(n *yaml.Node, spec Spec, label string, guardLine map[string]int) bool {
+func (p *parser) guards(n *yaml.Node, spec Spec, label string) bool {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return true
 	}
@@ -288,13 +318,8 @@ func (p *parser) guards(n *yaml.Node, spec Spec, label string, guardLine map[str
 			ok = false
 			return
 		}
-		if g, dup := p.cfg.Guards[key.Value]; dup {
-			p.errorf(key, label, field, "is already guarded by bucket %q (line %d); an activity type draws from one bucket", g.Bucket, guardLine[key.Value])
-			ok = false
-			return
-		}
-		p.cfg.Guards[key.Value] = Guard{Bucket: spec.Name, Cost: cost}
-		guardLine[key.Value] = key.Line
+		p.cfg.Guards[key.Value] = append(p.cfg.Guards[key.Value], Guard{Bucket: spec.Name, Cost: cost, Shards: spec.ShardCount()})
+		p.guardLine[key.Value] = key
 	})
 	return ok
 }
@@ -317,6 +342,18 @@ func (p *parser) int(n *yaml.Node, bucket, field string, dst *int64) bool {
 		}
 	}
 	p.errorf(n, bucket, field, "must be a whole number, got %s", describe(n))
+	return false
+}
+
+func (p *parser) bool(n *yaml.Node, bucket, field string, dst *bool) bool {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
+		var v bool
+		if err := n.Decode(&v); err == nil {
+			*dst = v
+			return true
+		}
+	}
+	p.errorf(n, bucket, field, "must be true or false, got %s", describe(n))
 	return false
 }
 

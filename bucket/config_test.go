@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,6 +27,15 @@ buckets:
     timezone: Europe/Paris
     amount: 1_000
     maximum: 1000
+    mode: shadow
+  - name: per_customer
+    schedule: "@every 1m"
+    amount: 100
+    maximum: 100
+    keyed: true
+    shards: 16
+    activities:
+      SearchCode: 2
 `
 	cfg, err := Parse("buckets.yaml", []byte(doc))
 	if err != nil {
@@ -34,14 +44,15 @@ buckets:
 	zero := int64(0)
 	want := []Spec{
 		{Name: "github_api", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: &zero, TaskQueue: "api-limits"},
-		{Name: "mailer", Schedule: "0 * * * *", Timezone: "Europe/Paris", Amount: 1000, Maximum: 1000},
+		{Name: "mailer", Schedule: "0 * * * *", Timezone: "Europe/Paris", Amount: 1000, Maximum: 1000, Mode: ModeShadow},
+		{Name: "per_customer", Schedule: "@every 1m", Amount: 100, Maximum: 100, Keyed: true, Shards: 16},
 	}
 	if !reflect.DeepEqual(cfg.Buckets, want) {
 		t.Errorf("Buckets = %+v, want %+v", cfg.Buckets, want)
 	}
-	wantGuards := map[string]Guard{
-		"FetchRepo":  {Bucket: "github_api", Cost: 1},
-		"SearchCode": {Bucket: "github_api", Cost: 3},
+	wantGuards := map[string][]Guard{
+		"FetchRepo":  {{Bucket: "github_api", Cost: 1}},
+		"SearchCode": {{Bucket: "github_api", Cost: 3}, {Bucket: "per_customer", Cost: 2, Shards: 16}},
 	}
 	if !reflect.DeepEqual(cfg.Guards, wantGuards) {
 		t.Errorf("Guards = %v, want %v", cfg.Guards, wantGuards)
@@ -83,7 +94,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"missing name", "buckets:\n  - schedule: \"@hourly\"\n    amount: 1\n    maximum: 1\n", []string{
 			`b.yaml:2: bucket "buckets[0]": name: is required`}},
 		{"unknown field", "buckets:\n  - name: a\n" + valid + "    burst: 5\n", []string{
-			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, task_queue and activities`}},
+			`b.yaml:6: bucket "a": burst: is not a known field; a bucket has name, schedule, timezone, amount, maximum, initial, keyed, shards, mode, task_queue and activities`}},
+		{"bad mode", "buckets:\n  - name: a\n" + valid + "    mode: dry-run\n", []string{
+			`b.yaml:6: bucket "a": mode: "dry-run" is not a mode; use "enforce" (the default) or "shadow"`}},
+		{"keyed not a bool", "buckets:\n  - name: a\n" + valid + "    keyed: yes please\n", []string{
+			`b.yaml:6: bucket "a": keyed: must be true or false, got "yes please"`}},
+		{"shards without keyed", "buckets:\n  - name: a\n" + valid + "    shards: 4\n", []string{
+			`b.yaml:6: bucket "a": shards: only a keyed bucket has shards; set keyed: true`}},
+		{"zero shards", "buckets:\n  - name: a\n" + valid + "    keyed: true\n    shards: 0\n", []string{
+			`b.yaml:7: bucket "a": shards: must be 1 to 64, got 0`}},
+		{"too many shards", "buckets:\n  - name: a\n" + valid + "    keyed: true\n    shards: 1000\n", []string{
+			`b.yaml:7: bucket "a": shards: must be 1 to 64, got 1000`}},
 		{"bad name", "buckets:\n  - name: a-b/c\n" + valid, []string{
 			`b.yaml:2: bucket "a-b/c": name: "a-b/c" may hold only letters, digits and '_'`}},
 		{"duplicate name", "buckets:\n  - name: a\n" + valid + "  - name: a\n" + valid, []string{
@@ -116,8 +137,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`b.yaml:7: bucket "a": activities.Fetch: cost 2 is more than the bucket's maximum (1), so it could never be granted`}},
 		{"activity cost zero", "buckets:\n  - name: a\n" + valid + "    activities:\n      Fetch: 0\n", []string{
 			`b.yaml:7: bucket "a": activities.Fetch: cost must be greater than 0, got 0`}},
-		{"activity in two buckets", "buckets:\n  - name: a\n" + valid + "    activities: {Fetch: 1}\n  - name: b\n" + valid + "    activities: {Fetch: 1}\n", []string{
-			`b.yaml:11: bucket "b": activities.Fetch: is already guarded by bucket "a" (line 6); an activity type draws from one bucket`}},
+		{"activity in nine buckets", nineBuckets(valid), []string{
+			`b.yaml:46: bucket "i": activities.Fetch: is guarded by 9 buckets; the most is 8`}},
 		{"task queue reserved for partitions", "buckets:\n  - name: a\n" + valid + "    task_queue: /_sys/a/1\n", []string{
 			`b.yaml:6: bucket "a": task_queue: "/_sys/a/1" starts with "/_sys/", which Temporal reserves for task queue partitions`}},
 		{"task queue internal to Temporal", "buckets:\n  - name: a\n" + valid + "    task_queue: temporal-sys-per-ns-tq\n", []string{
@@ -257,5 +278,40 @@ func TestSpecValidateWithoutFile(t *testing.T) {
 	err := Spec{Name: "x y", Schedule: "@hourly", Amount: 1, Maximum: 1}.Validate()
 	if err == nil || !strings.HasPrefix(err.Error(), `bucket "x y": name: `) {
 		t.Errorf("Validate() = %v, want a name error without a file position", err)
+	}
+}
+
+// nineBuckets declares buckets a … i, each guarding Fetch, one more than MaxGuards.
+func nineBuckets(valid string) string {
+	var b strings.Builder
+	b.WriteString("buckets:\n")
+	for _, name := range "abcdefghi" {
+		fmt.Fprintf(&b, "  - name: %c\n%s    activities: {Fetch: 1}\n", name, valid)
+	}
+	return b.String()
+}
+
+func TestParseStackedGuards(t *testing.T) {
+	cfg, err := Parse("b.yaml", []byte(`buckets:
+  - name: per_minute
+    schedule: "* * * * *"
+    amount: 60
+    maximum: 60
+    activities: {Complete: 1, Embed: 1}
+  - name: per_hour
+    schedule: "@hourly"
+    amount: 1000
+    maximum: 1000
+    activities: {Complete: 5}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]Guard{
+		"Complete": {{Bucket: "per_hour", Cost: 5}, {Bucket: "per_minute", Cost: 1}}, // in bucket order
+		"Embed":    {{Bucket: "per_minute", Cost: 1}},
+	}
+	if !reflect.DeepEqual(cfg.Guards, want) {
+		t.Errorf("guards = %+v, want %+v", cfg.Guards, want)
 	}
 }

@@ -40,10 +40,18 @@ func FuzzParse(f *testing.F) {
 			}
 			names[s.Name] = true
 		}
-		for activity, g := range cfg.Guards {
-			spec, ok := cfg.Bucket(g.Bucket)
-			if !ok || CheckCost(g.Cost, spec.Maximum) != nil {
-				t.Fatalf("activity %q guarded by %+v, which cannot be granted", activity, g)
+		for activity, guards := range cfg.Guards {
+			if len(guards) == 0 || len(guards) > MaxGuards {
+				t.Fatalf("activity %q has %d guards", activity, len(guards))
+			}
+			for i, g := range guards {
+				spec, ok := cfg.Bucket(g.Bucket)
+				if !ok || CheckCost(g.Cost, spec.Maximum) != nil {
+					t.Fatalf("activity %q guarded by %+v, which cannot be granted", activity, g)
+				}
+				if i > 0 && guards[i-1].Bucket >= g.Bucket {
+					t.Fatalf("activity %q: guards %+v not in bucket order, or one bucket twice", activity, guards)
+				}
 			}
 		}
 	})

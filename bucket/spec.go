@@ -6,6 +6,7 @@ package bucket
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"regexp"
 	"strings"
 	"unicode"
@@ -55,11 +56,72 @@ type Spec struct {
 	Maximum int64 `json:"maximum"`
 	// Initial is the number of tokens a new bucket starts with; nil means Maximum.
 	Initial *int64 `json:"initial,omitempty"`
+	// Keyed declares a template: every key (a tenant, a customer's API key)
+	// has a bucket of its own, of this spec, kept in Shards shard workflows
+	// (default DefaultShards); a key is on shard KeyShard(key, Shards).
+	Keyed  bool `json:"keyed,omitempty"`
+	Shards int  `json:"shards,omitempty"`
+	// Mode is "enforce" (or "", the default) or "shadow": a bucket in shadow
+	// mode counts and logs what it would refuse but grants everything, for
+	// putting tb in front of a live integration safely.
+	Mode string `json:"mode,omitempty"`
 	// TaskQueue is where the bucket's workflows run; "" means tb's default
 	// (workflows.TaskQueue, or tb sync-schedules --task-queue). See
 	// [CheckTaskQueue] for what a name may hold.
 	TaskQueue string `json:"taskQueue,omitempty"`
 }
+
+// Modes of a bucket.
+const (
+	ModeEnforce = "enforce"
+	ModeShadow  = "shadow"
+)
+
+// Shards of a keyed bucket.
+const (
+	DefaultShards = 8
+	MaxShards     = 64
+	// MaxKeyLength bounds a key, in bytes: as Temporal bounds a FairnessKey.
+	MaxKeyLength = 64
+)
+
+// ShardCount returns how many shard workflows hold a keyed bucket's keys, or 0.
+func (s Spec) ShardCount() int {
+	switch {
+	case !s.Keyed:
+		return 0
+	case s.Shards == 0:
+		return DefaultShards
+	}
+	return s.Shards
+}
+
+// KeyShard returns the shard of shards that holds key: the FNV-1a 32-bit
+// hash of the key's UTF-8 bytes, modulo shards — a hash any language has.
+func KeyShard(key string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(shards))
+}
+
+// CheckKey reports whether key can name a key of a keyed bucket.
+func CheckKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("the key is empty")
+	case len(key) > MaxKeyLength:
+		return fmt.Errorf("the key is %d bytes long; at most %d", len(key), MaxKeyLength)
+	case !utf8.ValidString(key):
+		return errors.New("the key is not valid UTF-8")
+	}
+	return nil
+}
+
+// Shadow reports whether the bucket is in shadow mode.
+func (s Spec) Shadow() bool { return s.Mode == ModeShadow }
 
 // InitialTokens returns the tokens a new bucket starts with.
 func (s Spec) InitialTokens() int64 {
@@ -140,6 +202,17 @@ func (s Spec) validate(strict bool) error {
 		if err := CheckTaskQueue(s.TaskQueue); err != nil {
 			add("task_queue", err)
 		}
+	}
+	switch {
+	case !s.Keyed && s.Shards != 0:
+		add("shards", errors.New("only a keyed bucket has shards; set keyed: true"))
+	case s.Keyed && (s.Shards < 0 || s.Shards > MaxShards):
+		add("shards", fmt.Errorf("must be 1 to %d, got %d", MaxShards, s.Shards))
+	}
+	switch s.Mode {
+	case "", ModeEnforce, ModeShadow:
+	default:
+		add("mode", fmt.Errorf("%q is not a mode; use %q (the default) or %q", s.Mode, ModeEnforce, ModeShadow))
 	}
 	if len(errs) == 0 {
 		return nil

@@ -51,6 +51,10 @@ type State struct {
 	RefillJitter time.Duration `json:"refillJitter,omitempty"`
 	// Created is when the bucket was created.
 	Created time.Time `json:"created,omitzero"`
+	// Ticks counts the scheduled ticks a keyed bucket has applied; each key
+	// records the count it was last brought up to date at (KeyState.Tick).
+	// Unkeyed buckets leave it at zero.
+	Ticks int64 `json:"ticks,omitempty"`
 	// Late lists grants made after a scheduled refill fell due, before it
 	// arrived; at most maxSpends entries.
 	Late []Spend `json:"late,omitempty"`
@@ -64,6 +68,27 @@ type State struct {
 	// Ignored counts refills refused: a tick beyond TickAllowance, or an ID
 	// too long to remember.
 	Ignored int64 `json:"ignored,omitempty"`
+	// Debt is tokens charged beyond what the bucket held (see Charge); the
+	// next refills pay it before they add tokens. At most Maximum.
+	Debt int64 `json:"debt,omitempty"`
+	// Refunded counts tokens given back by refunds, and Charged tokens taken
+	// by charges, apart from Granted (saturating at math.MaxInt64).
+	Refunded int64 `json:"refunded,omitempty"`
+	Charged  int64 `json:"charged,omitempty"`
+	// Unrefunded counts tokens of grants whose refund came after the window
+	// they were granted in had ended: the refill that began the next window
+	// restored the bucket already, so they are not given back.
+	Unrefunded int64 `json:"unrefunded,omitempty"`
+	// PausedUntil is when a pause the upstream asked for ends (see Pause):
+	// until then the bucket grants nothing. Pauses counts pauses begun,
+	// Calibrations the times an upstream's count lowered the tokens.
+	PausedUntil  time.Time `json:"pausedUntil,omitzero"`
+	Pauses       int64     `json:"pauses,omitempty"`
+	Calibrations int64     `json:"calibrations,omitempty"`
+	// WouldDeny counts, in shadow mode, tokens the bucket let through that
+	// it would have refused: Granted and Tokens follow what enforcing would
+	// have done.
+	WouldDeny int64 `json:"wouldDeny,omitempty"`
 	// Until is the latest tick the bucket may apply by itself, when its time
 	// comes, without waiting for that tick's refill: the refill of the tick
 	// before authorized it (see [Bucket.Authorize]). Zero until a refill does.
@@ -76,6 +101,9 @@ type Result struct {
 	Granted bool `json:"granted"`
 	// Remaining is the number of tokens left once this request was handled.
 	Remaining int64 `json:"remaining"`
+	// Shadow reports that the request was granted only because the bucket is
+	// in shadow mode: enforcing, it would have been refused.
+	Shadow bool `json:"shadow,omitempty"`
 	// RetryAfter is, when not granted, how long until the bucket is expected to
 	// hold this request's tokens, counting the requests ahead of it.
 	RetryAfter time.Duration `json:"retryAfter,omitempty"`
@@ -120,6 +148,10 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 	if spec.Name != b.spec.Name {
 		return fmt.Errorf("bucket %q cannot be renamed to %q", b.spec.Name, spec.Name)
 	}
+	if spec.Keyed != b.spec.Keyed || spec.ShardCount() != b.spec.ShardCount() {
+		// A key's shard follows from the shard count: its tokens cannot follow it.
+		return fmt.Errorf("bucket %q cannot change from %s to %s in place", b.spec.Name, keying(b.spec), keying(spec))
+	}
 	nb, err := Restore(spec, b.State)
 	if err != nil {
 		return err
@@ -129,6 +161,14 @@ func (b *Bucket) Reconfigure(spec Spec) error {
 	}
 	*b = *nb
 	return nil
+}
+
+// keying describes how a spec holds its tokens, e.g. "keyed with 8 shards".
+func keying(s Spec) string {
+	if !s.Keyed {
+		return "unkeyed"
+	}
+	return fmt.Sprintf("keyed with %d shards", s.ShardCount())
 }
 
 // Refill adds amount tokens, capped at the maximum, and returns how many were
@@ -156,11 +196,17 @@ func (b *Bucket) refill(now, tick time.Time, amount int64, measured bool) int64 
 	amount = clamp(amount, 0, MaxTokens)
 	late := b.lateSpend(tick)
 	b.Tokens = max(0, min(b.spec.Maximum, b.Tokens+late+amount)-late)
+	pay := min(b.Debt, b.Tokens) // a debt is paid before tokens are handed out again
+	b.Tokens -= pay
+	b.Debt -= pay
 	b.LastRefill = now
 	b.Leases = nil // lent in a window that has ended: no longer returnable
 	if !tick.IsZero() && tick.After(b.LastTick) {
 		b.LastTick = tick
 		b.trimLateSpend()
+		if b.spec.Keyed {
+			b.Ticks = addSat(b.Ticks, 1)
+		}
 	}
 	if !tick.IsZero() && measured {
 		lag := clamp(now.Sub(tick), 0, MaxRefillLag)
@@ -235,6 +281,10 @@ func (b *Bucket) Heal(now time.Time) bool {
 		b.Until = time.Time{}
 		healed = true
 	}
+	if b.PausedUntil.After(now.Add(MaxPause)) {
+		b.PausedUntil = time.Time{}
+		healed = true
+	}
 	return healed
 }
 
@@ -243,7 +293,7 @@ func (b *Bucket) Heal(now time.Time) bool {
 // request, how long until its tokens are expected (0 for invalid costs).
 func (b *Bucket) Check(now time.Time, costs []int64) (bool, []time.Duration) {
 	valid := b.validIndexes(costs)
-	if len(valid) > 0 && costs[valid[0]] <= b.Tokens {
+	if len(valid) > 0 && (b.spec.Shadow() || costs[valid[0]] <= b.Tokens && !b.Paused(now)) {
 		return true, nil
 	}
 	waits := make([]time.Duration, len(costs))
@@ -255,12 +305,15 @@ func (b *Bucket) Check(now time.Time, costs []int64) (bool, []time.Duration) {
 // request that does not fit, so a large request is never starved by smaller
 // ones behind it; the rest get a RetryAfter. A request whose cost fails
 // [CheckCost] is skipped: neither granted nor counted, with a zero RetryAfter.
+//
+// A paused bucket grants nothing. A bucket in shadow mode grants every valid
+// request, and counts in WouldDeny the tokens of those it would have refused.
 func (b *Bucket) Take(now time.Time, costs []int64) []Result {
 	results := make([]Result, len(costs))
 	valid := b.validIndexes(costs)
 	n := 0
 	var spent int64
-	for ; n < len(valid) && costs[valid[n]] <= b.Tokens; n++ {
+	for ; n < len(valid) && costs[valid[n]] <= b.Tokens && !b.Paused(now); n++ {
 		c := costs[valid[n]]
 		b.Tokens -= c
 		spent += c
@@ -271,15 +324,56 @@ func (b *Bucket) Take(now time.Time, costs []int64) []Result {
 	waits := make([]time.Duration, len(costs))
 	b.forecastInto(now, b.Tokens, costs, valid[n:], waits)
 	for _, i := range valid[n:] {
+		if b.spec.Shadow() {
+			b.WouldDeny = addSat(b.WouldDeny, costs[i])
+			results[i] = Result{Granted: true, Shadow: true}
+			continue
+		}
 		b.Denied = addSat(b.Denied, costs[i])
 		results[i].RetryAfter = waits[i]
 	}
 	for i := range results {
-		if !results[i].Granted {
+		if !results[i].Granted || results[i].Shadow {
 			results[i].Remaining = b.Tokens
 		}
 	}
 	return results
+}
+
+// MaxPause bounds a pause: an upstream that asks for longer is given this.
+const MaxPause = 24 * time.Hour
+
+// Paused reports whether a pause the upstream asked for lasts at now.
+func (b *Bucket) Paused(now time.Time) bool { return now.Before(b.PausedUntil) }
+
+// Pause makes the bucket grant nothing until until (at most MaxPause after
+// now), as its upstream asked: a 429 with a Retry-After. A pause ending no
+// later than one already running changes nothing, so the same answer seen by
+// many callers pauses the bucket once. It reports whether a pause began.
+func (b *Bucket) Pause(now, until time.Time) bool {
+	if limit := now.Add(MaxPause); until.After(limit) {
+		until = limit
+	}
+	if !until.After(now) || !until.After(b.PausedUntil) {
+		return false
+	}
+	began := !b.Paused(now)
+	b.PausedUntil = until
+	if began {
+		b.Pauses = addSat(b.Pauses, 1)
+	}
+	return began
+}
+
+// Calibrate lowers the tokens to at most remaining, what the upstream says
+// is left of its quota; it never raises them. It reports whether it lowered them.
+func (b *Bucket) Calibrate(remaining int64) bool {
+	if remaining < 0 || remaining >= b.Tokens {
+		return false
+	}
+	b.Tokens = remaining
+	b.Calibrations = addSat(b.Calibrations, 1)
+	return true
 }
 
 // A Lease is tokens lent to one process, which hands them out itself until
@@ -304,6 +398,31 @@ func (b *Bucket) Lend(now time.Time, id string, cost int64) bool {
 	}
 	b.Leases = append(b.Leases, Lease{ID: id, Tokens: cost})
 	return true
+}
+
+// Refund gives back tokens of a grant that will not be used, and returns how
+// many it took back: never more than fits under the maximum. The caller
+// checks that the grant was made in the window that is still running (a
+// refill since then has already restored the bucket) and is refunded once.
+func (b *Bucket) Refund(tokens int64) int64 {
+	back := clamp(tokens, 0, b.spec.Maximum-b.Tokens)
+	b.Tokens += back
+	b.Refunded = addSat(b.Refunded, back)
+	return back
+}
+
+// Charge takes tokens that a call used beyond what it was granted: what the
+// bucket holds now, and the rest as a debt that the next refills pay first,
+// so a quota of tokens per window holds over time even when one call
+// overshoots. The debt is capped at the maximum. It returns the debt added.
+func (b *Bucket) Charge(tokens int64) int64 {
+	tokens = clamp(tokens, 0, MaxTokens)
+	take := min(tokens, b.Tokens)
+	b.Tokens -= take
+	b.Charged = addSat(b.Charged, tokens)
+	debt := min(tokens-take, b.spec.Maximum-b.Debt)
+	b.Debt += debt
+	return debt
 }
 
 // CountDenied adds tokens refused elsewhere (by an update validator, which
@@ -476,12 +595,25 @@ func (b *Bucket) expectedLag() time.Duration {
 // for i in queue in order as soon as each fits, and stores in waits[i] how
 // long each waits.
 func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue []int, waits []time.Duration) {
-	nominal, arrival := b.nextArrival(now)
-	for ticks := 0; len(queue) > 0 && ticks < maxForecastTicks && !nominal.IsZero(); ticks++ {
-		tokens = min(b.spec.Maximum, tokens+b.spec.Amount)
+	// A pause holds back even the tokens on hand until it ends.
+	notBefore := now
+	if b.Paused(now) {
+		notBefore = b.PausedUntil
 		for ; len(queue) > 0 && costs[queue[0]] <= tokens; queue = queue[1:] {
 			tokens -= costs[queue[0]]
-			waits[queue[0]] = max(arrival.Sub(now), 0)
+			waits[queue[0]] = notBefore.Sub(now)
+		}
+	}
+	nominal, arrival := b.nextArrival(now)
+	debt := b.Debt
+	for ticks := 0; len(queue) > 0 && ticks < maxForecastTicks && !nominal.IsZero(); ticks++ {
+		tokens = min(b.spec.Maximum, tokens+b.spec.Amount)
+		pay := min(debt, tokens)
+		tokens -= pay
+		debt -= pay
+		for ; len(queue) > 0 && costs[queue[0]] <= tokens; queue = queue[1:] {
+			tokens -= costs[queue[0]]
+			waits[queue[0]] = max(arrival.Sub(now), notBefore.Sub(now), 0)
 		}
 		prev := nominal
 		nominal = b.sched.Next(nominal)
@@ -489,7 +621,7 @@ func (b *Bucket) forecastInto(now time.Time, tokens int64, costs []int64, queue 
 	}
 	last := NeverRetryAfter
 	if !nominal.IsZero() {
-		last = max(arrival.Sub(now), 0)
+		last = max(arrival.Sub(now), notBefore.Sub(now), 0)
 	}
 	for _, i := range queue {
 		waits[i] = last

@@ -181,8 +181,25 @@ func TestReconfigure(t *testing.T) {
 	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@hourly", Amount: 0, Maximum: 1}); err == nil || !strings.Contains(err.Error(), "amount") {
 		t.Errorf("invalid spec: err = %v", err)
 	}
+	if err := b.Reconfigure(Spec{Name: "x", Schedule: "@every 1s", Amount: 3, Maximum: 5, Keyed: true}); err == nil || !strings.Contains(err.Error(), "unkeyed to keyed with 8 shards") {
+		t.Errorf("unkeyed to keyed: err = %v", err)
+	}
 	if b.Tokens != 5 || b.Spec().Maximum != 5 {
 		t.Errorf("a refused reconfigure changed the bucket: tokens %d spec %+v", b.Tokens, b.Spec())
+	}
+	k := mustNew(t, Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 10, Keyed: true})
+	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 10, Keyed: true, Shards: 8}); err != nil {
+		t.Errorf("8 shards, spelled out: %v", err)
+	}
+	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 10, Keyed: true, Shards: 16}); err == nil || !strings.Contains(err.Error(), "keyed with 8 shards to keyed with 16 shards") {
+		t.Errorf("8 shards to 16: err = %v", err)
+	}
+	// A key holding more than a lowered maximum holds the maximum.
+	if err := k.Reconfigure(Spec{Name: "k", Schedule: "@hourly", Amount: 10, Maximum: 4, Keyed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if kb := k.Key(&KeyState{Tokens: 9, Debt: 7}); kb.Tokens != 4 || kb.Debt != 4 {
+		t.Errorf("key after lowering maximum to 4: tokens %d debt %d, want 4 and 4", kb.Tokens, kb.Debt)
 	}
 }
 
@@ -421,5 +438,152 @@ func TestAuthorizedTicksApplyOnTime(t *testing.T) {
 	// A new schedule forgets the old one's authorization.
 	if err := b.Reconfigure(Spec{Name: "a", Schedule: "@every 2s", Amount: 5, Maximum: 10}); err != nil || !b.Until.IsZero() {
 		t.Errorf("after a new schedule: Until %v, %v", b.Until, err)
+	}
+}
+
+func TestRefundAndCharge(t *testing.T) {
+	spec := Spec{Name: "llm", Schedule: "@every 1m", Amount: 200, Maximum: 200}
+	// Estimate 100, actual 40: 60 back.
+	b := mustNew(t, spec)
+	b.Take(at(time.Second), []int64{100})
+	if got := b.Refund(60); got != 60 || b.Tokens != 160 || b.Refunded != 60 {
+		t.Errorf("refund of 60: took back %d, tokens %d, refunded %d", got, b.Tokens, b.Refunded)
+	}
+	if got := b.Refund(1000); got != 40 || b.Tokens != 200 {
+		t.Errorf("a refund beyond the maximum took back %d, tokens %d", got, b.Tokens)
+	}
+	// Estimate 100, actual 250, with 50 left: a debt of 100, paid by the next refill.
+	b = mustNew(t, Spec{Name: "llm", Schedule: "@every 1m", Amount: 200, Maximum: 200, Initial: ptr(150)})
+	b.Created = t0
+	b.Take(at(time.Second), []int64{100})
+	if debt := b.Charge(150); debt != 100 || b.Tokens != 0 || b.Debt != 100 || b.Charged != 150 {
+		t.Fatalf("charge of 150 with 50 left: debt %d, tokens %d, debt %d, charged %d", debt, b.Tokens, b.Debt, b.Charged)
+	}
+	// A request of 150 is forecast after the refill that pays the debt and the next.
+	_, waits := b.Check(at(2*time.Second), []int64{150})
+	if want := 2*time.Minute - 2*time.Second; waits[0] != want {
+		t.Errorf("wait with a debt of 100 = %v, want %v", waits[0], want)
+	}
+	b.Refill(at(time.Minute), at(time.Minute), 200)
+	if b.Tokens != 100 || b.Debt != 0 {
+		t.Errorf("after a refill of 200: %d tokens, debt %d; want 100 and 0", b.Tokens, b.Debt)
+	}
+	// The debt is capped at the maximum.
+	if debt := b.Charge(10_000); b.Debt != 200 || debt != 200 {
+		t.Errorf("a charge of 10000: debt %d (added %d), want capped at 200", b.Debt, debt)
+	}
+}
+
+func TestPauseCalibrateAndShadow(t *testing.T) {
+	b := mustNew(t, Spec{Name: "p", Schedule: "@every 10s", Amount: 5, Maximum: 10})
+	b.Created = t0
+	now := at(time.Second)
+	// The upstream says: come back in 30s. Nothing is granted until then,
+	// tokens on hand included, and the forecast says so.
+	if !b.Pause(now, at(31*time.Second)) || b.Pause(now, at(20*time.Second)) {
+		t.Fatal("a first pause did not begin, or a shorter one did")
+	}
+	if ok, waits := b.Check(now, []int64{1}); ok || waits[0] != 30*time.Second {
+		t.Errorf("Check while paused: %v %v; want refused for 30s", ok, waits)
+	}
+	if r := b.Take(now, []int64{1}); r[0].Granted || r[0].RetryAfter != 30*time.Second || b.Tokens != 10 {
+		t.Errorf("Take while paused: %+v, tokens %d", r, b.Tokens)
+	}
+	if b.Pause(at(2*time.Second), at(40*time.Second)) || b.Pauses != 1 || !b.PausedUntil.Equal(at(40*time.Second)) {
+		t.Errorf("extending a running pause: pauses %d, until t0+%v; want 1 pause, until 40s", b.Pauses, b.PausedUntil.Sub(t0))
+	}
+	if r := b.Take(at(40*time.Second), []int64{1}); !r[0].Granted {
+		t.Errorf("after the pause: %+v", r)
+	}
+	if b.Pause(now, at(1000*time.Hour)); b.PausedUntil.Sub(now) != MaxPause {
+		t.Errorf("a pause of 1000h lasts %v, want MaxPause", b.PausedUntil.Sub(now))
+	}
+	// The upstream says 2 are left: the bucket holds no more.
+	c := mustNew(t, Spec{Name: "c", Schedule: "@every 10s", Amount: 5, Maximum: 10})
+	if !c.Calibrate(2) || c.Tokens != 2 || c.Calibrate(5) || c.Tokens != 2 || c.Calibrations != 1 {
+		t.Errorf("calibrate: %d tokens, %d calibrations", c.Tokens, c.Calibrations)
+	}
+	// Shadow: everything runs; the refusals are counted as an enforcing bucket would make them.
+	sh := mustNew(t, Spec{Name: "s", Schedule: "@every 10s", Amount: 5, Maximum: 5, Mode: ModeShadow})
+	enf := mustNew(t, Spec{Name: "s", Schedule: "@every 10s", Amount: 5, Maximum: 5})
+	for i := range 8 {
+		rs, re := sh.Take(now, []int64{1}), enf.Take(now, []int64{1})
+		if !rs[0].Granted || rs[0].Shadow != !re[0].Granted {
+			t.Errorf("request %d: shadow %+v, enforcing %+v", i, rs[0], re[0])
+		}
+	}
+	if ok, _ := sh.Check(now, []int64{3}); !ok {
+		t.Error("Check refused in shadow mode")
+	}
+	if sh.WouldDeny != enf.Denied || sh.Granted != enf.Granted || sh.Tokens != enf.Tokens || sh.Denied != 0 {
+		t.Errorf("shadow: would deny %d, granted %d, %d tokens; enforcing: denied %d, granted %d, %d tokens",
+			sh.WouldDeny, sh.Granted, sh.Tokens, enf.Denied, enf.Granted, enf.Tokens)
+	}
+}
+
+func TestKeysCatchUpWithTicks(t *testing.T) {
+	spec := Spec{Name: "k", Schedule: "@every 1s", Amount: 2, Maximum: 5, Keyed: true}
+	b := mustNew(t, spec)
+	b.Created = t0
+	// A new key starts at the initial tokens.
+	kb := b.Key(nil)
+	if r := kb.Take(at(100*time.Millisecond), []int64{4}); !r[0].Granted {
+		t.Fatalf("a new key: %+v", r)
+	}
+	k := b.Keep(kb, nil, true, at(100*time.Millisecond))
+	if k.Tokens != 1 || !k.Used.Equal(at(100*time.Millisecond)) || b.Granted != 4 {
+		t.Fatalf("kept %+v, bucket granted %d", k, b.Granted)
+	}
+	if b.Resting(k, at(100*time.Millisecond)) {
+		t.Error("a key below its starting level rests")
+	}
+	// Three ticks later the key has 1 + 2 + 2 (full at 5), without the shard touching it.
+	b.Refill(at(time.Second), at(time.Second), 2)
+	b.Refill(at(2*time.Second), at(2*time.Second), 2)
+	b.Refill(at(3*time.Second), at(3*time.Second), 2)
+	if kb := b.Key(&k); kb.Tokens != 5 {
+		t.Errorf("after three ticks the key holds %d, want 5 (capped)", kb.Tokens)
+	}
+	if !b.Resting(k, at(3*time.Second)) {
+		t.Error("a full key does not rest")
+	}
+	// A denied key is told the tick that brings its tokens.
+	empty := KeyState{Tokens: 0, Tick: b.Ticks}
+	if ok, waits := b.Key(&empty).Check(at(3100*time.Millisecond), []int64{4}); ok || waits[0] != 1900*time.Millisecond {
+		t.Errorf("an empty key asking 4: %v %v; want refused until the 5s tick", ok, waits)
+	}
+	// A refill of an older tick, arriving out of order, adds nothing to the keys.
+	b.Refill(at(3500*time.Millisecond), at(2*time.Second), 2)
+	if b.Ticks != 3 {
+		t.Errorf("after three ticks and a late one the bucket counts %d ticks, want 3", b.Ticks)
+	}
+}
+
+// catchUp gives what applying the ticks one by one gives, for every small
+// case, and answers at once for a key idle a million ticks.
+func TestCatchUpIsTicksOneByOne(t *testing.T) {
+	for maximum := int64(1); maximum <= 7; maximum++ {
+		for amount := int64(1); amount <= 9; amount++ {
+			for tokens := int64(0); tokens <= maximum; tokens++ {
+				for debt := int64(0); debt <= maximum; debt++ {
+					wantT, wantD := tokens, debt
+					for n := int64(0); n <= 12; n++ {
+						if gotT, gotD := catchUp(tokens, debt, n, amount, maximum); gotT != wantT || gotD != wantD {
+							t.Fatalf("catchUp(tokens %d, debt %d, %d ticks, amount %d, maximum %d) = %d, %d; one by one %d, %d",
+								tokens, debt, n, amount, maximum, gotT, gotD, wantT, wantD)
+						}
+						wantT = min(maximum, wantT+amount)
+						pay := min(wantD, wantT)
+						wantT, wantD = wantT-pay, wantD-pay
+					}
+				}
+			}
+		}
+	}
+	if tk, d := catchUp(0, MaxTokens, 1_000_000, 1, MaxTokens); tk != 0 || d != MaxTokens-1_000_000 {
+		t.Errorf("a million ticks of 1 against the largest debt: %d tokens, %d debt", tk, d)
+	}
+	if tk, d := catchUp(3, 0, 1<<62, MaxTokens, MaxTokens); tk != MaxTokens || d != 0 {
+		t.Errorf("2^62 ticks of the largest amount: %d tokens, %d debt", tk, d)
 	}
 }

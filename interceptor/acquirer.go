@@ -2,6 +2,8 @@ package interceptor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,7 +15,6 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
 )
 
@@ -78,6 +79,10 @@ type Acquirer struct {
 var _ Limiter = (*Acquirer)(nil)
 
 type queue struct {
+	bucket string // the bucket's name, for messages
+	wf     string // the workflow the updates go to: the bucket's, or a shard's
+	keyed  bool   // requests carry keys: no lease, no refusals here
+
 	pending  []*call
 	inFlight int
 	// rejected counts tokens the bucket's validator turned away since the
@@ -133,7 +138,8 @@ type lease struct {
 	until     time.Time
 	requested bool // a lease request is in flight
 	bucket    Decision
-	timer     *time.Timer // gives back what is left at until
+	timer     *time.Timer      // gives back what is left at until
+	served    map[string]int64 // request ID → tokens handed out of this lease
 }
 
 type call struct {
@@ -187,41 +193,58 @@ func (o *AcquirerOptions) setDefaults() error {
 // reached; ctx's error when ctx ends first. Tokens granted to a caller whose
 // ctx has ended are not returned to the bucket.
 func (a *Acquirer) Acquire(ctx context.Context, bucketName, id string, cost int64) (Decision, error) {
-	if err := bucket.CheckName(bucketName); err != nil {
-		return Decision{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("bucket %q: not a bucket name: %v", bucketName, err), workflows.ErrInvalidRequest, nil)
+	return a.AcquireKey(ctx, Key{Bucket: bucketName}, id, cost)
+}
+
+// AcquireKey is Acquire for one key of a keyed bucket (or, with no Key, for
+// a bucket that is not keyed). The requests of one shard's keys travel
+// together, in one update.
+func (a *Acquirer) AcquireKey(ctx context.Context, k Key, id string, cost int64) (Decision, error) {
+	t, err := k.target()
+	if err != nil {
+		return Decision{}, err
 	}
 	if id == "" || len(id) > workflows.MaxIDLength {
 		return Decision{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("bucket %q: a request id must be 1 to %d bytes long, got %d", bucketName, workflows.MaxIDLength, len(id)),
+			fmt.Sprintf("bucket %q: a request id must be 1 to %d bytes long, got %d", k.Bucket, workflows.MaxIDLength, len(id)),
 			workflows.ErrInvalidRequest, nil)
 	}
-	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost}, done: make(chan outcome, 1)}
-	a.enqueue(bucketName, c)
+	c := &call{req: workflows.AcquireRequest{ID: id, Cost: cost, Key: k.Key}, done: make(chan outcome, 1)}
+	a.enqueue(t, c)
 	select {
 	case o := <-c.done:
 		return o.d, o.err
 	case <-ctx.Done():
-		a.forget(bucketName, c)
+		a.forget(t.wf, c)
 		return Decision{}, ctx.Err()
 	}
 }
 
-func (a *Acquirer) enqueue(name string, c *call) {
+// queueFor returns the queue of a target, made if missing. a.mu is held.
+func (a *Acquirer) queueFor(t target) *queue {
+	q := a.queues[t.wf]
+	if q == nil {
+		q = &queue{bucket: t.bucket, wf: t.wf, keyed: t.keyed}
+		a.queues[t.wf] = q
+	}
+	return q
+}
+
+func (a *Acquirer) enqueue(t target, c *call) {
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		c.done <- outcome{err: ErrClosed}
 		return
 	}
-	q := a.queues[name]
-	if q == nil {
-		q = &queue{}
-		a.queues[name] = q
-	}
+	q := a.queueFor(t)
 	now := a.now()
 	if l := &q.lease; l.tokens >= c.req.Cost && now.Before(l.until) {
 		l.tokens -= c.req.Cost
+		if l.served == nil {
+			l.served = map[string]int64{}
+		}
+		l.served[c.req.ID] += c.req.Cost
 		d := l.bucket
 		d.Granted = true
 		a.mu.Unlock()
@@ -230,7 +253,7 @@ func (a *Acquirer) enqueue(name string, c *call) {
 	}
 	if d, ok := q.refuse(now, c); ok {
 		if q.inFlight == 0 {
-			a.reportLater(name, q)
+			a.reportLater(q)
 		}
 		a.mu.Unlock()
 		c.done <- outcome{d: d}
@@ -244,7 +267,7 @@ func (a *Acquirer) enqueue(name string, c *call) {
 	}
 	a.mu.Unlock()
 	if start {
-		go a.drain(name, q)
+		go a.drain(q)
 	}
 }
 
@@ -252,7 +275,7 @@ func (a *Acquirer) enqueue(name string, c *call) {
 // too few tokens for it until q.quiet; the next batch, or a report, tells the
 // bucket. The Acquirer's mu is held.
 func (q *queue) refuse(now time.Time, c *call) (Decision, bool) {
-	if !now.Before(q.quiet) || c.req.Cost <= q.quietTokens {
+	if q.keyed || !now.Before(q.quiet) || c.req.Cost <= q.quietTokens {
 		return Decision{}, false
 	}
 	d := q.quietAnswer
@@ -262,10 +285,10 @@ func (q *queue) refuse(now time.Time, c *call) (Decision, bool) {
 }
 
 // forget drops a call whose caller gave up, if it has not been sent yet.
-func (a *Acquirer) forget(name string, c *call) {
+func (a *Acquirer) forget(wf string, c *call) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if q := a.queues[name]; q != nil {
+	if q := a.queues[wf]; q != nil {
 		for i, p := range q.pending {
 			if p == c {
 				q.pending = append(q.pending[:i], q.pending[i+1:]...)
@@ -276,13 +299,13 @@ func (a *Acquirer) forget(name string, c *call) {
 }
 
 // drain sends batches for one bucket until no caller waits.
-func (a *Acquirer) drain(name string, q *queue) {
+func (a *Acquirer) drain(q *queue) {
 	for {
 		a.mu.Lock()
 		n := min(len(q.pending), a.opts.MaxBatch)
 		if n == 0 {
 			q.inFlight--
-			a.reportLater(name, q)
+			a.reportLater(q)
 			a.mu.Unlock()
 			a.senders.Done()
 			return
@@ -313,18 +336,18 @@ func (a *Acquirer) drain(name string, q *queue) {
 		rejected := q.rejected
 		q.rejected = 0
 		var borrow *workflows.AcquireRequest
-		if a.opts.Lease > 0 && !q.lease.requested && q.lease.tokens == 0 && !a.closed {
+		if a.opts.Lease > 0 && !q.keyed && !q.lease.requested && q.lease.tokens == 0 && !a.closed {
 			borrow = &workflows.AcquireRequest{ID: "lease-" + uuid.NewString(), Cost: a.opts.Lease, Optional: true}
 			q.lease.requested = true
 		}
 		a.mu.Unlock()
 
 		sent := a.now()
-		resp, lent, unreported, refusedFor := a.send(name, q, batch, rejected, borrow)
+		resp, lent, unreported, refusedFor := a.send(q, batch, rejected, borrow)
 		a.mu.Lock()
 		q.rejected += unreported
 		q.measure(a.now().Sub(sent))
-		if refusedFor > 0 {
+		if refusedFor > 0 && !q.keyed {
 			q.quiet = sent.Add(refusedFor)
 			q.quietTokens = resp.Tokens
 			q.quietAnswer = Decision{Remaining: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}
@@ -332,7 +355,7 @@ func (a *Acquirer) drain(name string, q *queue) {
 		if borrow != nil {
 			q.lease.requested = false
 			if lent {
-				a.lend(name, q, borrow.ID, resp, sent)
+				a.lend(q, borrow.ID, resp, sent)
 			}
 		}
 		a.mu.Unlock()
@@ -374,10 +397,10 @@ func (q *queue) measure(d time.Duration) {
 
 // reportLater arranges for the rejected tokens no batch carries to be
 // reported after reportDelay. a.mu must be held.
-func (a *Acquirer) reportLater(name string, q *queue) {
+func (a *Acquirer) reportLater(q *queue) {
 	if q.rejected > 0 && !q.reporting && !a.closed {
 		q.reporting = true
-		time.AfterFunc(a.reportDelay, func() { a.report(name, q) })
+		time.AfterFunc(a.reportDelay, func() { a.report(q) })
 	}
 }
 
@@ -389,7 +412,7 @@ func (q *queue) congest() {
 
 // report sends the rejected tokens no batch has carried, unless a batch is
 // in flight (the next one carries them).
-func (a *Acquirer) report(name string, q *queue) {
+func (a *Acquirer) report(q *queue) {
 	a.mu.Lock()
 	q.reporting = false
 	n := q.rejected
@@ -401,22 +424,70 @@ func (a *Acquirer) report(name string, q *queue) {
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
 	defer cancel()
-	if err := a.sendReport(ctx, name, n); err != nil {
+	if err := a.sendReport(ctx, q.wf, n); err != nil {
 		a.mu.Lock()
 		q.rejected += n // the next batch carries them
 		a.mu.Unlock()
 	}
 }
 
-func (a *Acquirer) sendReport(ctx context.Context, name string, rejected int64) error {
-	return a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReportSignal, workflows.Report{Rejected: rejected})
+func (a *Acquirer) sendReport(ctx context.Context, wf string, rejected int64) error {
+	return a.c.SignalWorkflow(ctx, wf, "", workflows.ReportSignal, workflows.Report{Rejected: rejected})
 }
+
+// Settle gives back (tokens < 0) or charges (tokens > 0) tokens of the grant
+// made to request id by the named bucket, with a settle signal (see
+// workflows.Settle): the bucket applies it once, a refund only while the
+// window of the grant lasts. A refund of tokens this process handed out of
+// a lease goes back to the lease while it lasts.
+func (a *Acquirer) Settle(ctx context.Context, bucketName, id string, tokens int64) error {
+	return a.SettleKey(ctx, Key{Bucket: bucketName}, id, tokens)
+}
+
+// SettleKey is Settle for one key of a keyed bucket.
+func (a *Acquirer) SettleKey(ctx context.Context, k Key, id string, tokens int64) error {
+	t, err := k.target()
+	if err != nil {
+		return err
+	}
+	if id == "" || len(id) > workflows.MaxIDLength || tokens == 0 {
+		return nil
+	}
+	if tokens < 0 {
+		a.mu.Lock()
+		if q := a.queues[t.wf]; q != nil && q.lease.served[id] > 0 && a.now().Before(q.lease.until) {
+			back := min(-tokens, q.lease.served[id])
+			q.lease.tokens += back
+			delete(q.lease.served, id)
+			a.mu.Unlock()
+			return nil
+		}
+		a.mu.Unlock()
+	}
+	err = a.c.SignalWorkflow(ctx, t.wf, "", workflows.SettleSignal,
+		workflows.Settle{ID: settleID(id), Grant: id, Tokens: tokens, Key: k.Key})
+	if err != nil {
+		return fmt.Errorf("bucket %q: settling %d tokens: %w", k.Bucket, tokens, err)
+	}
+	return nil
+}
+
+var _ KeyedLimiter = (*Acquirer)(nil)
+
+// settleID names the settle-up of a grant: the same for a retry, so the
+// bucket applies it once.
+func settleID(grant string) string {
+	sum := sha256.Sum256([]byte(grant))
+	return "settle-" + base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+var _ Settler = (*Acquirer)(nil)
 
 // giveBack returns a lease's unused tokens. A return that does not reach the
 // bucket within the lease's window is ignored there: the tokens are lost,
 // never doubled.
-func (a *Acquirer) giveBack(ctx context.Context, name, id string, tokens int64) error {
-	return a.c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.ReturnSignal, workflows.Return{ID: id, Tokens: tokens})
+func (a *Acquirer) giveBack(ctx context.Context, wf, id string, tokens int64) error {
+	return a.c.SignalWorkflow(ctx, wf, "", workflows.ReturnSignal, workflows.Return{ID: id, Tokens: tokens})
 }
 
 // Close stops the Acquirer for a graceful stop of the process: callers still
@@ -449,13 +520,13 @@ func (a *Acquirer) Close(ctx context.Context) error {
 	}
 
 	type leftover struct {
-		name, lease     string
+		name, wf, lease string
 		tokens, refused int64
 	}
 	var left []leftover
 	a.mu.Lock()
-	for name, q := range a.queues {
-		l := leftover{name: name, lease: q.lease.id, tokens: q.lease.tokens, refused: q.rejected}
+	for _, q := range a.queues {
+		l := leftover{name: q.bucket, wf: q.wf, lease: q.lease.id, tokens: q.lease.tokens, refused: q.rejected}
 		if q.lease.timer != nil {
 			q.lease.timer.Stop()
 		}
@@ -468,12 +539,12 @@ func (a *Acquirer) Close(ctx context.Context) error {
 	var errs []error
 	for _, l := range left {
 		if l.tokens > 0 {
-			if err := a.giveBack(ctx, l.name, l.lease, l.tokens); err != nil {
+			if err := a.giveBack(ctx, l.wf, l.lease, l.tokens); err != nil {
 				errs = append(errs, fmt.Errorf("bucket %q: giving back %d leased tokens: %w", l.name, l.tokens, err))
 			}
 		}
 		if l.refused > 0 {
-			if err := a.sendReport(ctx, l.name, l.refused); err != nil {
+			if err := a.sendReport(ctx, l.wf, l.refused); err != nil {
 				errs = append(errs, fmt.Errorf("bucket %q: reporting %d refused tokens: %w", l.name, l.refused, err))
 			}
 		}
@@ -485,7 +556,7 @@ func (a *Acquirer) Close(ctx context.Context) error {
 // when the lease ends: resp.LeaseFor after sent, less leaseMargin, on this
 // process's clock alone. The bucket decided after sent, so the lease ends no
 // later than the bucket's window, whatever the two clocks say. a.mu must be held.
-func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.AcquireResponse, sent time.Time) {
+func (a *Acquirer) lend(q *queue, id string, resp workflows.AcquireResponse, sent time.Time) {
 	until := sent.Add(resp.LeaseFor - leaseMargin)
 	q.lease = lease{id: id, tokens: a.opts.Lease, until: until,
 		bucket: Decision{Remaining: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}}
@@ -501,7 +572,7 @@ func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.Acquire
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), leaseMargin)
 		defer cancel()
-		_ = a.giveBack(ctx, name, id, left)
+		_ = a.giveBack(ctx, q.wf, id, left)
 	})
 }
 
@@ -511,7 +582,7 @@ func (a *Acquirer) lend(name string, q *queue, id string, resp workflows.Acquire
 // it was given, unless the update was accepted, plus any the validator
 // turned away now), and, when the bucket refused the batch's first valid
 // request, how long that request was told to wait.
-func (a *Acquirer) send(name string, q *queue, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64, refusedFor time.Duration) {
+func (a *Acquirer) send(q *queue, batch []*call, rejected int64, borrow *workflows.AcquireRequest) (resp workflows.AcquireResponse, lent bool, unreported int64, refusedFor time.Duration) {
 	reqs := make([]workflows.AcquireRequest, len(batch), len(batch)+1)
 	for i, c := range batch {
 		reqs[i] = c.req
@@ -519,7 +590,7 @@ func (a *Acquirer) send(name string, q *queue, batch []*call, rejected int64, bo
 	if borrow != nil {
 		reqs = append(reqs, *borrow)
 	}
-	resp, err := a.update(name, q, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
+	resp, err := a.update(q, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
 	if denied, ok := bucketDenial(err); ok {
 		resp, err, unreported = denied, nil, rejected
 		for _, c := range batch {
@@ -545,10 +616,13 @@ func (a *Acquirer) send(name string, q *queue, batch []*call, rejected int64, bo
 			r := resp.Results[i]
 			if r.Invalid != "" {
 				c.done <- outcome{err: temporal.NewNonRetryableApplicationError(
-					fmt.Sprintf("bucket %q: %s", name, r.Invalid), workflows.ErrInvalidRequest, nil)}
+					fmt.Sprintf("bucket %q: %s", q.bucket, r.Invalid), workflows.ErrInvalidRequest, nil)}
 				continue
 			}
-			d.Granted, d.RetryAfter = r.Granted, r.RetryAfter
+			d.Granted, d.RetryAfter, d.Shadow = r.Granted, r.RetryAfter, r.Shadow
+			if r.KeyTokens != nil {
+				d.Remaining = *r.KeyTokens
+			}
 			if !r.Granted {
 				if refusedFor == 0 {
 					refusedFor = max(r.RetryAfter, minRetryDelay)
@@ -575,12 +649,12 @@ const (
 )
 
 // update runs the acquire update, with the SDK's retries, within the timeout.
-func (a *Acquirer) update(name string, q *queue, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+func (a *Acquirer) update(q *queue, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
 	defer cancel()
 	opts := client.UpdateWorkflowOptions{
 		UpdateID:     uuid.NewString(),
-		WorkflowID:   workflows.BucketID(name),
+		WorkflowID:   q.wf,
 		UpdateName:   workflows.AcquireUpdate,
 		Args:         []any{batch},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
@@ -591,7 +665,7 @@ func (a *Acquirer) update(name string, q *queue, batch workflows.AcquireBatch) (
 		a.mu.Unlock()
 		resp, expired, err := a.try(ctx, opts, limit)
 		if err == nil || !expired || ctx.Err() != nil {
-			return resp, classify(name, err)
+			return resp, classify(q, err)
 		}
 		a.mu.Lock()
 		q.congest()
@@ -599,7 +673,7 @@ func (a *Acquirer) update(name string, q *queue, batch workflows.AcquireBatch) (
 		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return resp, classify(name, err)
+			return resp, classify(q, err)
 		case <-time.After(delay): // backing off from a congested bucket
 		}
 	}
@@ -638,7 +712,7 @@ func bucketDenial(err error) (workflows.AcquireResponse, bool) {
 }
 
 // classify turns the errors of an acquire update into the errors callers test for.
-func classify(name string, err error) error {
+func classify(q *queue, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -649,8 +723,8 @@ func classify(name string, err error) error {
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
 		return temporal.NewApplicationErrorWithCause(
-			fmt.Sprintf("bucket %q is not running (no workflow %s); run tb sync-schedules", name, workflows.BucketID(name)),
+			fmt.Sprintf("bucket %q is not running (no workflow %s); run tb sync-schedules", q.bucket, q.wf),
 			workflows.ErrUnknownBucket, err)
 	}
-	return fmt.Errorf("bucket %q: acquire failed: %w", name, err)
+	return fmt.Errorf("bucket %q: acquire failed: %w", q.bucket, err)
 }

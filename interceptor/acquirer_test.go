@@ -133,7 +133,7 @@ func TestAcquirerBatchesWaitingCallers(t *testing.T) {
 			waitFor(t, "all callers to queue", func() bool {
 				a.mu.Lock()
 				defer a.mu.Unlock()
-				q := a.queues["b"]
+				q := a.queues[workflows.BucketID("b")]
 				return q != nil && countSent(f)+len(q.pending) == callers
 			})
 			close(f.gate)
@@ -187,7 +187,7 @@ func TestAcquirerMaxBatch(t *testing.T) {
 func countPending(a *Acquirer, name string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if q := a.queues[name]; q != nil {
+	if q := a.queues[workflows.BucketID(name)]; q != nil {
 		return len(q.pending)
 	}
 	return 0

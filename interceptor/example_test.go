@@ -31,7 +31,8 @@ func Example() {
 	})
 	_ = w // register your workflows and activities, then w.Run(worker.InterruptCh())
 
-	g, _ := limiter.Guarded("SearchCode")
+	gs, _ := limiter.Guarded("SearchCode")
+	g := gs[0]
 	fmt.Printf("SearchCode takes %d tokens from %s\n", g.Cost, g.Bucket)
 	// Output: SearchCode takes 10 tokens from github_api
 }

@@ -4,12 +4,15 @@
 package interceptor
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,10 +36,11 @@ const minRetryDelay = 10 * time.Millisecond
 
 // Options configure the interceptor. Every field but Guards has a default.
 type Options struct {
-	// Guards maps an activity type to the bucket it draws from and the tokens
-	// one run takes. Activity types not listed run unguarded. Required; use a
-	// loaded buckets.yaml's Config.Guards, or build it in Go.
-	Guards map[string]bucket.Guard
+	// Guards maps an activity type to the buckets it draws from, each with
+	// the tokens one run takes: the activity runs once it holds every one.
+	// Activity types not listed run unguarded. Required; use a loaded
+	// buckets.yaml's Config.Guards, or build it in Go.
+	Guards map[string][]bucket.Guard
 	// Limiter takes the tokens. Default: one *Acquirer per Temporal client,
 	// made on first use from the worker's client with AcquirerOptions, and
 	// closed by Close. Tests give a tbtest.Limiter; the interceptor never
@@ -52,6 +56,13 @@ type Options struct {
 	// spreads instead of arriving at the refill at once. The jitter is uniform
 	// in [0, min(MaxJitter, retry-after/10)). Default DefaultMaxJitter; negative disables it.
 	MaxJitter time.Duration
+	// MaxPause caps a pause an upstream asks for (ReportHTTP). Default DefaultMaxPause.
+	MaxPause time.Duration
+	// KeyFunc, when set, returns the key of an activity guarded by a keyed
+	// bucket, from its context (activity.GetInfo) and input, when its
+	// workflow set none with WithKey; "" leaves it to the activity's
+	// Priority.FairnessKey. An activity with no key fails, not retried.
+	KeyFunc func(ctx context.Context, in *temporalinterceptor.ExecuteActivityInput) (string, error)
 }
 
 // Interceptor is a worker interceptor; add it to worker.Options.Interceptors.
@@ -74,19 +85,35 @@ func New(opts Options) (*Interceptor, error) {
 	if len(opts.Guards) == 0 {
 		return nil, errors.New("interceptor: Options.Guards names no activity")
 	}
-	for name, g := range opts.Guards {
-		if err := bucket.CheckName(g.Bucket); err != nil {
-			return nil, fmt.Errorf("interceptor: activity %q: bucket name %w", name, err)
+	guards := make(map[string][]bucket.Guard, len(opts.Guards))
+	for name, gs := range opts.Guards {
+		if len(gs) == 0 || len(gs) > bucket.MaxGuards {
+			return nil, fmt.Errorf("interceptor: activity %q: guarded by %d buckets; want 1 to %d", name, len(gs), bucket.MaxGuards)
 		}
-		if g.Cost <= 0 {
-			return nil, fmt.Errorf("interceptor: activity %q: cost must be greater than 0, got %d", name, g.Cost)
+		gs = slices.Clone(gs)
+		slices.SortFunc(gs, func(a, b bucket.Guard) int { return strings.Compare(a.Bucket, b.Bucket) })
+		for k, g := range gs {
+			if err := bucket.CheckName(g.Bucket); err != nil {
+				return nil, fmt.Errorf("interceptor: activity %q: bucket name %w", name, err)
+			}
+			if g.Cost <= 0 {
+				return nil, fmt.Errorf("interceptor: activity %q: bucket %q: cost must be greater than 0, got %d", name, g.Bucket, g.Cost)
+			}
+			if k > 0 && gs[k-1].Bucket == g.Bucket {
+				return nil, fmt.Errorf("interceptor: activity %q: bucket %q is named twice", name, g.Bucket)
+			}
 		}
+		guards[name] = gs // in bucket order: the order tokens are taken in
 	}
+	opts.Guards = guards
 	if opts.MaxWait == 0 {
 		opts.MaxWait = DefaultMaxWait
 	}
 	if opts.MaxJitter == 0 {
 		opts.MaxJitter = DefaultMaxJitter
+	}
+	if opts.MaxPause <= 0 {
+		opts.MaxPause = DefaultMaxPause
 	}
 	if err := opts.AcquirerOptions.setDefaults(); err != nil {
 		return nil, err
@@ -104,8 +131,9 @@ func FromFile(path string, opts Options) (*Interceptor, error) {
 	return New(opts)
 }
 
-// Guarded returns the bucket and cost guarding an activity type.
-func (i *Interceptor) Guarded(activityType string) (bucket.Guard, bool) {
+// Guarded returns the buckets and costs guarding an activity type, in the
+// order tokens are taken in.
+func (i *Interceptor) Guarded(activityType string) ([]bucket.Guard, bool) {
 	g, ok := i.opts.Guards[activityType]
 	return g, ok
 }
@@ -122,37 +150,189 @@ type activityInbound struct {
 
 func (a *activityInbound) ExecuteActivity(ctx context.Context, in *temporalinterceptor.ExecuteActivityInput) (any, error) {
 	info := activity.GetInfo(ctx)
-	g, ok := a.i.Guarded(info.ActivityType.Name)
+	guards, ok := a.i.Guarded(info.ActivityType.Name)
 	if !ok {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
-	grant, err := a.i.take(ctx, info, g)
+	var key string
+	if slices.ContainsFunc(guards, func(g bucket.Guard) bool { return g.Shards > 0 }) {
+		var err error
+		if key, err = a.i.activityKey(ctx, in); err != nil {
+			return nil, err
+		}
+		if key == "" {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+				"activity %s draws from a keyed bucket and has no key: set one with interceptor.WithKey in the workflow, the %s header, Options.KeyFunc, or a Priority.FairnessKey",
+				info.ActivityType.Name, KeyHeader), ErrKeyRequired, nil)
+		}
+	}
+	h, err := a.i.take(ctx, info, guards, key)
 	if err != nil {
 		return nil, err
 	}
-	return a.Next.ExecuteActivity(context.WithValue(ctx, grantKey{}, grant), in)
+	result, err := a.Next.ExecuteActivity(context.WithValue(ctx, grantKey{}, h), in)
+	a.i.settleUp(ctx, h)
+	return result, err
 }
 
-// take returns once the activity holds its tokens, or with the error the activity should fail with.
-func (i *Interceptor) take(ctx context.Context, info activity.Info, g bucket.Guard) (Grant, error) {
-	i.warnRetryPolicy(ctx, info, g)
+// held is what a running guarded activity holds: its grants, and the costs
+// its body reported with SetCost.
+type held struct {
+	ic     *Interceptor
+	lim    Limiter
+	id     string // the request ID, the same in every bucket
+	key    string // the activity's key, for its keyed buckets
+	guards []bucket.Guard
+	grants []Grant
+
+	mu     sync.Mutex
+	actual map[string]int64 // by bucket
+}
+
+// take returns once the activity holds the tokens of every guard, or with
+// the error the activity should fail with. It asks the buckets in order; a
+// denial short enough is waited out in the activity, keeping the tokens
+// already held; otherwise every grant is given back and the activity fails
+// with one RateLimited error for the longest wait, naming every bucket that
+// denied.
+func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []bucket.Guard, key string) (*held, error) {
+	i.warnRetryPolicy(ctx, info, guards)
 	lim, err := i.limiter(ctx)
 	if err != nil {
-		return Grant{}, err
+		return nil, err
 	}
-	id := requestID(info)
+	h := &held{ic: i, lim: lim, id: requestID(info), key: key, guards: guards, grants: make([]Grant, len(guards))}
+	got := make([]bool, len(guards))
 	for {
-		d, err := lim.Acquire(ctx, g.Bucket, id, g.Cost)
-		if err != nil {
-			return Grant{}, err
+		var denials []Denial
+		for k, g := range guards {
+			if got[k] {
+				continue
+			}
+			d, err := h.acquire(ctx, g)
+			if err != nil {
+				i.giveBack(ctx, h, got)
+				return nil, err
+			}
+			gkey := ""
+			if g.Shards > 0 {
+				gkey = key
+			}
+			if d.Granted {
+				got[k] = true
+				h.grants[k] = Grant{Bucket: g.Bucket, Cost: g.Cost, Key: gkey, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill, Shadow: d.Shadow}
+				continue
+			}
+			denials = append(denials, Denial{Bucket: g.Bucket, Key: gkey, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill})
 		}
-		if d.Granted {
-			return Grant{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, NextRefill: d.NextRefill, LastRefill: d.LastRefill}, nil
+		if len(denials) == 0 {
+			return h, nil
 		}
-		if !i.wait(ctx, info, d.RetryAfter) {
-			return Grant{}, i.rateLimited(g, d)
+		longest := slices.MaxFunc(denials, func(a, b Denial) int { return cmp.Compare(a.RetryAfter, b.RetryAfter) })
+		if !i.wait(ctx, info, longest.RetryAfter) {
+			i.giveBack(ctx, h, got)
+			return nil, i.rateLimited(denials)
 		}
 	}
+}
+
+// settleTimeout bounds sending a settle-up: the activity is done, and its
+// own context may be too.
+const settleTimeout = 5 * time.Second
+
+// giveBack refunds the grants held, when the activity will not run. A
+// Limiter that cannot settle keeps them: tokens lost, never doubled.
+func (i *Interceptor) giveBack(ctx context.Context, h *held, got []bool) {
+	for k, g := range h.grants {
+		if got[k] {
+			i.settle(ctx, h, g.Bucket, -g.Cost)
+		}
+	}
+}
+
+// settleUp settles the costs the activity's body reported with SetCost.
+func (i *Interceptor) settleUp(ctx context.Context, h *held) {
+	h.mu.Lock()
+	actual := h.actual
+	h.mu.Unlock()
+	for _, g := range h.grants {
+		if cost, ok := actual[g.Bucket]; ok && cost != g.Cost {
+			i.settle(ctx, h, g.Bucket, cost-g.Cost)
+		}
+	}
+}
+
+// acquire asks guard g's bucket, or the bucket of the activity's key when g is keyed.
+func (h *held) acquire(ctx context.Context, g bucket.Guard) (Decision, error) {
+	if g.Shards == 0 {
+		return h.lim.Acquire(ctx, g.Bucket, h.id, g.Cost)
+	}
+	kl, ok := h.lim.(KeyedLimiter)
+	if !ok {
+		return Decision{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("bucket %q is keyed, and the Limiter (%T) takes no keys", g.Bucket, h.lim), workflows.ErrInvalidRequest, nil)
+	}
+	return kl.AcquireKey(ctx, Key{Bucket: g.Bucket, Key: h.key, Shards: g.Shards}, h.id, g.Cost)
+}
+
+// guard returns the guard of the named bucket.
+func (h *held) guard(bucketName string) bucket.Guard {
+	for _, g := range h.guards {
+		if g.Bucket == bucketName {
+			return g
+		}
+	}
+	return bucket.Guard{Bucket: bucketName}
+}
+
+func (i *Interceptor) settle(ctx context.Context, h *held, bucketName string, tokens int64) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	var err error
+	if g := h.guard(bucketName); g.Shards > 0 {
+		kl, ok := h.lim.(KeyedLimiter)
+		if !ok {
+			return
+		}
+		err = kl.SettleKey(sctx, Key{Bucket: g.Bucket, Key: h.key, Shards: g.Shards}, h.id, tokens)
+	} else if s, ok := h.lim.(Settler); ok {
+		err = s.Settle(sctx, bucketName, h.id, tokens)
+	} else {
+		return
+	}
+	if err != nil {
+		activity.GetLogger(ctx).Warn("Could not settle tokens with the bucket: a refund is lost, a charge not taken",
+			"Bucket", bucketName, "Tokens", tokens, "Error", err)
+	}
+}
+
+// SetCost reports, from inside a guarded activity, what the call really cost
+// in the named bucket's tokens (the bucket may be "" when the activity draws
+// from one bucket). When the activity returns, the difference from what it
+// was granted is settled: less gives the rest back (while the window it was
+// granted in lasts), more is charged, and what the bucket cannot cover
+// becomes a debt its next refills pay first. The last report for a bucket wins.
+func SetCost(ctx context.Context, bucketName string, cost int64) error {
+	h, ok := ctx.Value(grantKey{}).(*held)
+	if !ok {
+		return errors.New("interceptor: SetCost outside a guarded activity")
+	}
+	if cost < 0 {
+		return fmt.Errorf("interceptor: SetCost: cost must not be negative, got %d", cost)
+	}
+	if bucketName == "" && len(h.grants) == 1 {
+		bucketName = h.grants[0].Bucket
+	}
+	if !slices.ContainsFunc(h.grants, func(g Grant) bool { return g.Bucket == bucketName }) {
+		return fmt.Errorf("interceptor: SetCost: the activity draws from no bucket %q", bucketName)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.actual == nil {
+		h.actual = map[string]int64{}
+	}
+	h.actual[bucketName] = min(cost, bucket.MaxTokens)
+	return nil
 }
 
 // wait sleeps through a short denial inside the activity and reports whether it did.
@@ -194,20 +374,40 @@ func (i *Interceptor) wait(ctx context.Context, info activity.Info, d time.Durat
 }
 
 // rateLimited is the error a denied activity fails with: retryable, with
-// NextRetryDelay set to when tokens are expected, plus jitter.
-func (i *Interceptor) rateLimited(g bucket.Guard, d Decision) error {
+// NextRetryDelay set to when every bucket that denied expects the tokens,
+// plus jitter. Its detail is the Denial of the longest wait, the others in Also.
+func (i *Interceptor) rateLimited(denials []Denial) error {
+	k := 0
+	for j, d := range denials {
+		if d.RetryAfter > denials[k].RetryAfter {
+			k = j
+		}
+	}
+	d := denials[k]
+	d.Also = append(slices.Clone(denials[:k]), denials[k+1:]...)
+	if len(d.Also) == 0 {
+		d.Also = nil
+	}
 	delay := max(d.RetryAfter, minRetryDelay)
 	if spread := min(i.opts.MaxJitter, d.RetryAfter/10); spread > 0 {
 		delay += rand.N(spread)
 	}
-	return temporal.NewApplicationErrorWithOptions(
-		fmt.Sprintf("rate limited by bucket %q: %d tokens left, %d needed; retrying in %v",
-			g.Bucket, d.Remaining, g.Cost, delay.Round(time.Millisecond)),
-		workflows.ErrRateLimited,
+	name := func(d Denial) string {
+		if d.Key != "" {
+			return fmt.Sprintf("bucket %q (key %q)", d.Bucket, d.Key)
+		}
+		return fmt.Sprintf("bucket %q", d.Bucket)
+	}
+	msg := fmt.Sprintf("rate limited by %s: %d tokens left, %d needed; retrying in %v",
+		name(d), d.Remaining, d.Cost, delay.Round(time.Millisecond))
+	for _, o := range d.Also {
+		msg += fmt.Sprintf("; and by %s: %d tokens left, %d needed", name(o), o.Remaining, o.Cost)
+	}
+	return temporal.NewApplicationErrorWithOptions(msg, workflows.ErrRateLimited,
 		temporal.ApplicationErrorOptions{
 			NextRetryDelay: delay,
 			Category:       temporal.ApplicationErrorCategoryBenign,
-			Details:        []any{Denial{Bucket: g.Bucket, Cost: g.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}},
+			Details:        []any{d},
 		})
 }
 
@@ -250,7 +450,7 @@ func (i *Interceptor) Close(ctx context.Context) error {
 }
 
 // warnRetryPolicy logs, once per activity type, when denials can use up the activity's attempts.
-func (i *Interceptor) warnRetryPolicy(ctx context.Context, info activity.Info, g bucket.Guard) {
+func (i *Interceptor) warnRetryPolicy(ctx context.Context, info activity.Info, guards []bucket.Guard) {
 	rp := info.RetryPolicy
 	if rp == nil || rp.MaximumAttempts <= 0 {
 		return
@@ -260,7 +460,7 @@ func (i *Interceptor) warnRetryPolicy(ctx context.Context, info activity.Info, g
 	}
 	activity.GetLogger(ctx).Warn("Each rate-limit denial uses one attempt of a guarded activity: "+
 		"set MaximumAttempts to 0 and bound the activity with ScheduleToCloseTimeout instead",
-		"ActivityType", info.ActivityType.Name, "Bucket", g.Bucket, "MaximumAttempts", rp.MaximumAttempts)
+		"ActivityType", info.ActivityType.Name, "Bucket", guards[0].Bucket, "MaximumAttempts", rp.MaximumAttempts)
 }
 
 // requestID names an activity attempt, so that asking again for the same

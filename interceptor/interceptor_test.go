@@ -42,7 +42,7 @@ func runActivity(t *testing.T, f *fakeBucket, opts Options, name string) (*guard
 		t.Fatal(err)
 	}
 	opts.Limiter = acq
-	opts.Guards = map[string]bucket.Guard{"Fetch": {Bucket: "api", Cost: 2}}
+	opts.Guards = map[string][]bucket.Guard{"Fetch": {{Bucket: "api", Cost: 2}}}
 	ic, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -138,10 +138,12 @@ func TestUnguardedActivityTakesNoToken(t *testing.T) {
 func TestNewRejectsBadOptions(t *testing.T) {
 	for name, opts := range map[string]Options{
 		"no guards":       {},
-		"no bucket":       {Guards: map[string]bucket.Guard{"A": {Cost: 1}}},
-		"bad bucket name": {Guards: map[string]bucket.Guard{"A": {Bucket: "a/b", Cost: 1}}},
-		"zero cost":       {Guards: map[string]bucket.Guard{"A": {Bucket: "b"}}},
-		"three inflight":  {Guards: map[string]bucket.Guard{"A": {Bucket: "b", Cost: 1}}, AcquirerOptions: AcquirerOptions{MaxInFlight: 3}},
+		"no bucket":       {Guards: map[string][]bucket.Guard{"A": {{Cost: 1}}}},
+		"no guard":        {Guards: map[string][]bucket.Guard{"A": {}}},
+		"a bucket twice":  {Guards: map[string][]bucket.Guard{"A": {{Bucket: "b", Cost: 1}, {Bucket: "b", Cost: 2}}}},
+		"bad bucket name": {Guards: map[string][]bucket.Guard{"A": {{Bucket: "a/b", Cost: 1}}}},
+		"zero cost":       {Guards: map[string][]bucket.Guard{"A": {{Bucket: "b"}}}},
+		"three inflight":  {Guards: map[string][]bucket.Guard{"A": {{Bucket: "b", Cost: 1}}}, AcquirerOptions: AcquirerOptions{MaxInFlight: 3}},
 	} {
 		if _, err := New(opts); err == nil {
 			t.Errorf("%s: New accepted %+v", name, opts)
@@ -170,7 +172,7 @@ func TestFromFile(t *testing.T) {
 }
 
 func TestRetryPolicyWarningIsLoggedOnce(t *testing.T) {
-	ic, err := New(Options{Guards: map[string]bucket.Guard{"Fetch": {Bucket: "api", Cost: 1}}})
+	ic, err := New(Options{Guards: map[string][]bucket.Guard{"Fetch": {{Bucket: "api", Cost: 1}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +184,7 @@ func TestRetryPolicyWarningIsLoggedOnce(t *testing.T) {
 	probe := func(ctx context.Context, attempts int32) error {
 		info := activity.GetInfo(ctx)
 		info.RetryPolicy = &temporal.RetryPolicy{MaximumAttempts: attempts}
-		ic.warnRetryPolicy(ctx, info, g)
+		ic.warnRetryPolicy(ctx, info, []bucket.Guard{g})
 		return nil
 	}
 	env.RegisterActivity(probe)

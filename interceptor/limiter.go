@@ -3,6 +3,7 @@ package interceptor
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -38,6 +39,9 @@ type Decision struct {
 	// LastRefill is when the bucket applied its latest refill before it
 	// decided: grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time
+	// Shadow reports a grant made only because the bucket is in shadow
+	// mode: enforcing, it would have refused the request.
+	Shadow bool
 }
 
 // A Grant is the tokens a running guarded activity holds; GrantFromContext
@@ -46,6 +50,8 @@ type Grant struct {
 	// Bucket the tokens came from, and Cost, how many.
 	Bucket string
 	Cost   int64
+	// Key is, for a keyed bucket, the key whose tokens they were.
+	Key string
 	// Remaining is the number of tokens the bucket held after the grant.
 	Remaining int64
 	// NextRefill is when the bucket expects its next refill.
@@ -53,14 +59,40 @@ type Grant struct {
 	// LastRefill is when the bucket applied the latest refill before the
 	// grant; grants with the same LastRefill drew on the same refill.
 	LastRefill time.Time
+	// Shadow reports that the bucket, in shadow mode, would have refused.
+	Shadow bool
 }
 
 type grantKey struct{}
 
-// GrantFromContext returns the grant of the running guarded activity.
+// GrantFromContext returns the grant of the running guarded activity: of its
+// first bucket, when it draws from several (see GrantsFromContext).
 func GrantFromContext(ctx context.Context) (Grant, bool) {
-	g, ok := ctx.Value(grantKey{}).(Grant)
-	return g, ok
+	gs := GrantsFromContext(ctx)
+	if len(gs) == 0 {
+		return Grant{}, false
+	}
+	return gs[0], true
+}
+
+// GrantsFromContext returns the grants of the running guarded activity, one
+// per bucket it draws from, in bucket order.
+func GrantsFromContext(ctx context.Context) []Grant {
+	h, ok := ctx.Value(grantKey{}).(*held)
+	if !ok {
+		return nil
+	}
+	return slices.Clone(h.grants)
+}
+
+// A Settler is a Limiter that can also settle a grant after the fact:
+// tokens < 0 gives tokens of the grant named by id back (the activity did not
+// run, or used fewer), tokens > 0 charges more (it used more). *Acquirer and
+// tbtest.Limiter are Settlers; the interceptor settles through one when an
+// activity that draws from several buckets is denied by one, and after
+// SetCost.
+type Settler interface {
+	Settle(ctx context.Context, bucket, id string, tokens int64) error
 }
 
 // A Denial says why a guarded activity did not run: which bucket refused it,
@@ -69,6 +101,8 @@ func GrantFromContext(ctx context.Context) (Grant, bool) {
 type Denial struct {
 	// Bucket that refused the request.
 	Bucket string `json:"bucket"`
+	// Key is, for a keyed bucket, the key that had too few tokens.
+	Key string `json:"key,omitempty"`
 	// Cost is the tokens the request asked for (0 when the denial came from
 	// the bucket itself, which answers for a whole batch).
 	Cost int64 `json:"cost,omitempty"`
@@ -78,6 +112,9 @@ type Denial struct {
 	RetryAfter time.Duration `json:"retryAfter"`
 	// NextRefill is when the bucket expects its next refill.
 	NextRefill time.Time `json:"nextRefill,omitzero"`
+	// Also holds the other buckets that denied the same activity, when it
+	// draws from several; RetryAfter is then the longest of the waits.
+	Also []Denial `json:"also,omitempty"`
 }
 
 // ErrClosed is the error of an Acquire on an Acquirer (or an Interceptor)
@@ -104,13 +141,14 @@ func AsDenial(err error) (Denial, bool) {
 		Tokens     int64               `json:"tokens"`
 		RetryAfter time.Duration       `json:"retryAfter"`
 		NextRefill time.Time           `json:"nextRefill"`
+		Also       []Denial            `json:"also"`
 		Results    []workflows.Outcome `json:"results"`
 	}
 	var den Denial
 	var resp workflows.AcquireResponse
 	switch {
 	case details(appErr, &d) && d.Bucket != "":
-		den = Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill}
+		den = Denial{Bucket: d.Bucket, Cost: d.Cost, Remaining: d.Tokens, RetryAfter: d.RetryAfter, NextRefill: d.NextRefill, Also: d.Also}
 		if len(d.Results) > 0 {
 			den.RetryAfter = d.Results[0].RetryAfter
 		}

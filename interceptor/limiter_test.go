@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,14 +14,13 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
 )
 
 func TestAsDenial(t *testing.T) {
 	next := time.Date(2026, 12, 1, 12, 0, 1, 0, time.UTC)
 	ic := &Interceptor{opts: Options{MaxJitter: -1}}
-	fromInterceptor := ic.rateLimited(guard("api", 2), Decision{Remaining: 1, RetryAfter: 3 * time.Second, NextRefill: next})
+	fromInterceptor := ic.rateLimited([]Denial{{Bucket: "api", Cost: 2, Remaining: 1, RetryAfter: 3 * time.Second, NextRefill: next}})
 	fromBucket := temporal.NewApplicationErrorWithOptions("empty", workflows.ErrRateLimited, temporal.ApplicationErrorOptions{
 		Details: []any{workflows.AcquireResponse{Bucket: "api", Tokens: 1, NextRefill: next, Results: []workflows.Outcome{{RetryAfter: 3 * time.Second}}}}})
 	for _, tt := range []struct {
@@ -41,7 +41,7 @@ func TestAsDenial(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, ok := AsDenial(tt.err)
-			if ok != tt.ok || got != tt.want {
+			if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("AsDenial = %+v, %t; want %+v, %t", got, ok, tt.want, tt.ok)
 			}
 		})
@@ -114,10 +114,6 @@ func TestCloseAnswersWaitingCallersAndGivesBackTheLease(t *testing.T) {
 	if len(f.reports) != 2 || reported != 5 {
 		t.Errorf("reports %+v; want the refused tokens no batch reported, 4 and 1, reported", f.reports)
 	}
-}
-
-func guard(bucketName string, cost int64) bucket.Guard {
-	return bucket.Guard{Bucket: bucketName, Cost: cost}
 }
 
 // asWorkflowSeesIt returns err as a workflow sees an activity that failed

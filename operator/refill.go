@@ -78,18 +78,28 @@ func Refill(ctx context.Context, c client.Client, name string, opts RefillOption
 		opts.Wait = refillWait
 	}
 
+	return refill(ctx, c, name, workflows.BucketID(name), workflows.Refill{ID: "manual-" + uuid.NewString(), Amount: opts.Amount}, opts)
+}
+
+// refill sends sig to workflow id of the named bucket and waits, as Refill
+// says, for its LastRefill to move.
+func refill(ctx context.Context, c client.Client, name, id string, sig workflows.Refill, opts RefillOptions) (before, after workflows.Status, err error) {
 	qctx, cancel := context.WithTimeout(ctx, opts.Wait)
-	before, err = State(qctx, c, name)
+	before, err = query(qctx, c, name, id)
+	if none := (*NotRunningError)(nil); errors.As(err, &none) && none.Status == enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED && sig.Key == "" {
+		if _, kerr := query(qctx, c, name, workflows.ShardID(name, 0)); kerr == nil {
+			err = fmt.Errorf("bucket %q is keyed: refill one of its keys (RefillKey, or tb refill %s --key KEY)", name, name)
+		}
+	}
 	cancel()
 	var noAnswer *NoAnswerError
 	if err != nil && !errors.As(err, &noAnswer) {
 		return workflows.Status{}, after, err
 	}
-	sig := workflows.Refill{ID: "manual-" + uuid.NewString(), Amount: opts.Amount}
-	if serr := c.SignalWorkflow(ctx, workflows.BucketID(name), "", workflows.RefillSignal, sig); serr != nil {
+	if serr := c.SignalWorkflow(ctx, id, "", workflows.RefillSignal, sig); serr != nil {
 		var notFound *serviceerror.NotFound
 		if errors.As(serr, &notFound) { // it closed since it was read
-			return before, after, notRunning(ctx, c, name, enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED)
+			return before, after, notRunning(ctx, c, name, id, enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED)
 		}
 		return before, after, fmt.Errorf("bucket %q: sending the refill: %w", name, serr)
 	}
@@ -102,7 +112,7 @@ func Refill(ctx context.Context, c client.Client, name string, opts RefillOption
 	tick := time.NewTicker(refillPoll)
 	defer tick.Stop()
 	for {
-		st, err := State(wctx, c, name)
+		st, err := query(wctx, c, name, id)
 		var notRunning *NotRunningError
 		switch {
 		case err == nil && st.LastRefill.After(before.LastRefill):

@@ -1,9 +1,12 @@
 package operator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -89,6 +92,10 @@ func (e *NoAnswerError) Unwrap() error { return e.Err }
 // answers the state query: tokens, spec, next refill and counters. It waits
 // until ctx is done or, if ctx has no deadline, at most 5 s.
 //
+// A keyed bucket's state sums its shards': its counters, its Keys, and its
+// Emptiest keys across every shard; its Tokens are 0 (each key holds its own:
+// see KeyState) and its NextRefill is the soonest of its shards'.
+//
 // A bucket that is not running is reported as a *NotRunningError, which
 // says whether it was never created, retired or terminated, and when it
 // closed; this needs no worker. A bucket no worker answers for in time is
@@ -103,12 +110,96 @@ func State(ctx context.Context, c client.Client, name string) (workflows.Status,
 		ctx, cancel = context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
 	}
+	st, err := query(ctx, c, name, workflows.BucketID(name))
+	var none *NotRunningError
+	if !errors.As(err, &none) || none.Status != enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED {
+		return st, err
+	}
+	// No workflow of that ID: perhaps the bucket is keyed.
+	first, ferr := query(ctx, c, name, workflows.ShardID(name, 0))
+	if errors.As(ferr, &none) && none.Status == enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED {
+		return st, err
+	}
+	if ferr != nil || !first.Spec.Keyed {
+		return first, ferr
+	}
+	n := first.Spec.ShardCount()
+	shards := make([]workflows.Status, n)
+	errs := make([]error, n)
+	shards[0] = first
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Go(func() { shards[i], errs[i] = query(ctx, c, name, workflows.ShardID(name, i)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return workflows.Status{}, fmt.Errorf("shard %d of %d: %w", i, n, err)
+		}
+	}
+	return sumShards(shards), nil
+}
+
+// sumShards is the state of a keyed bucket whose shards answered shards.
+func sumShards(shards []workflows.Status) workflows.Status {
+	sum := workflows.Status{Spec: shards[0].Spec}
+	sum.Created = shards[0].Created
+	for _, sh := range shards {
+		sum.Granted = addSat(sum.Granted, sh.Granted)
+		sum.Denied = addSat(sum.Denied, sh.Denied)
+		sum.Ignored = addSat(sum.Ignored, sh.Ignored)
+		sum.Refunded = addSat(sum.Refunded, sh.Refunded)
+		sum.Charged = addSat(sum.Charged, sh.Charged)
+		sum.Unrefunded = addSat(sum.Unrefunded, sh.Unrefunded)
+		sum.Pauses = addSat(sum.Pauses, sh.Pauses)
+		sum.Calibrations = addSat(sum.Calibrations, sh.Calibrations)
+		sum.WouldDeny = addSat(sum.WouldDeny, sh.WouldDeny)
+		sum.Run += sh.Run
+		sum.Updates += sh.Updates
+		sum.Keys += sh.Keys
+		sum.Emptiest = append(sum.Emptiest, sh.Emptiest...)
+		if sh.LastTick.After(sum.LastTick) {
+			sum.LastTick = sh.LastTick
+		}
+		if sh.LastRefill.After(sum.LastRefill) {
+			sum.LastRefill = sh.LastRefill
+		}
+		if sh.PausedUntil.After(sum.PausedUntil) {
+			sum.PausedUntil = sh.PausedUntil
+		}
+		if !sh.NextRefill.IsZero() && (sum.NextRefill.IsZero() || sh.NextRefill.Before(sum.NextRefill)) {
+			sum.NextRefill = sh.NextRefill
+		}
+		if sh.Created.Before(sum.Created) {
+			sum.Created = sh.Created
+		}
+	}
+	slices.SortStableFunc(sum.Emptiest, func(a, b workflows.KeyStatus) int {
+		return cmp.Or(cmp.Compare(a.Tokens, b.Tokens), strings.Compare(a.Key, b.Key))
+	})
+	sum.Emptiest = sum.Emptiest[:min(len(sum.Emptiest), emptiest)]
+	return sum
+}
+
+// emptiest is how many of its emptiest keys a keyed bucket's state lists.
+const emptiest = 5
+
+// addSat adds counters, saturating at math.MaxInt64 as the bucket's do.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// query asks the bucket workflow id, a workflow of the named bucket, for its state.
+func query(ctx context.Context, c client.Client, name, id string) (workflows.Status, error) {
 	// A run that has just continued as new has a successor: ask again. A
 	// closed run is not queried (Temporal would answer from its last state, as
 	// if it still ran, and only with a worker): it is described instead.
 	for range 3 {
 		resp, err := c.QueryWorkflowWithOptions(ctx, &client.QueryWorkflowWithOptionsRequest{
-			WorkflowID:           workflows.BucketID(name),
+			WorkflowID:           id,
 			QueryType:            workflows.StateQuery,
 			QueryRejectCondition: enumspb.QUERY_REJECT_CONDITION_NOT_OPEN,
 		})
@@ -119,7 +210,7 @@ func State(ctx context.Context, c client.Client, name string) (workflows.Status,
 			if rejected.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW {
 				continue
 			}
-			return workflows.Status{}, notRunning(ctx, c, name, rejected.GetStatus())
+			return workflows.Status{}, notRunning(ctx, c, name, id, rejected.GetStatus())
 		}
 		var st workflows.Status
 		if err := resp.QueryResult.Get(&st); err != nil {
@@ -147,12 +238,12 @@ func queryError(name string, err error) error {
 	return fmt.Errorf("bucket %q: %w", name, err)
 }
 
-// notRunning describes a bucket whose latest run closed as how, with the
+// notRunning describes a bucket whose workflow id's latest run closed as how, with the
 // time it closed when the server tells. With how unspecified (a signal found
 // no open run), the server tells how too, if it knows of a run.
-func notRunning(ctx context.Context, c client.Client, name string, how enumspb.WorkflowExecutionStatus) *NotRunningError {
+func notRunning(ctx context.Context, c client.Client, name, id string, how enumspb.WorkflowExecutionStatus) *NotRunningError {
 	e := &NotRunningError{Bucket: name, Status: how}
-	desc, err := c.DescribeWorkflowExecution(ctx, workflows.BucketID(name), "")
+	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
 		return e
 	}
@@ -199,34 +290,40 @@ func Running(ctx context.Context, c client.Client) ([]string, error) {
 	if c == nil {
 		return nil, errNoClient
 	}
-	names, err := running(ctx, c)
+	runs, err := running(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("listing bucket workflows: %w", err)
 	}
+	names := make([]string, 0, len(runs))
+	for name := range runs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	return names, nil
 }
 
-// running lists the running bucket workflows, page after page.
-func running(ctx context.Context, c client.Client) ([]string, error) {
+// running lists the running bucket workflows, page after page: the IDs of
+// each bucket's (a keyed bucket has one per shard), by bucket name.
+func running(ctx context.Context, c client.Client) (map[string][]string, error) {
 	query := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", workflows.BucketWorkflowType)
-	var (
-		names []string
-		token []byte
-	)
+	runs := map[string][]string{}
+	var token []byte
 	for {
 		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: query, PageSize: 1000, NextPageToken: token})
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range resp.GetExecutions() {
-			if name, ok := strings.CutPrefix(e.GetExecution().GetWorkflowId(), workflows.BucketIDPrefix); ok {
-				names = append(names, name)
+			id := e.GetExecution().GetWorkflowId()
+			if name, ok := strings.CutPrefix(id, workflows.BucketIDPrefix); ok {
+				// A shard's ID is its bucket's, then "-" and its index: no name holds a "-".
+				name, _, _ = strings.Cut(name, "-")
+				runs[name] = append(runs[name], id)
 			}
 		}
 		if token = resp.GetNextPageToken(); len(token) == 0 {
 			break
 		}
 	}
-	sort.Strings(names)
-	return names, nil
+	return runs, nil
 }

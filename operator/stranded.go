@@ -56,7 +56,7 @@ const rescueReason = "tb sync-schedules: stranded on a task queue no worker poll
 // restarting it from its input could grant tokens twice: rescue fails,
 // naming the queue that needs a worker.
 func (s *syncer) rescue(ctx context.Context, spec bucket.Spec, run *workflowpb.WorkflowExecutionInfo) error {
-	id := workflows.BucketID(spec.Name)
+	id := run.GetExecution().GetWorkflowId()
 	from, runID := run.GetTaskQueue(), run.GetExecution().GetRunId()
 	_, worked, err := s.startInput(ctx, id, runID)
 	if err != nil {
@@ -71,14 +71,13 @@ func (s *syncer) rescue(ctx context.Context, spec bucket.Spec, run *workflowpb.W
 	if err != nil && !errors.As(err, &notFound) {
 		return fmt.Errorf("ending its run on task queue %q: %w", from, err)
 	}
-	return s.restart(ctx, spec, from, runID)
+	return s.restart(ctx, id, spec, from, runID)
 }
 
-// restart starts the bucket again on spec's task queue with the input of
-// runID, a run rescue ended. A sync that fails in between (or a later one)
-// finds that run ended for this reason, and restarts from it too.
-func (s *syncer) restart(ctx context.Context, spec bucket.Spec, from, runID string) error {
-	id := workflows.BucketID(spec.Name)
+// restart starts bucket workflow id again on spec's task queue with the
+// input of runID, a run rescue ended. A sync that fails in between (or a
+// later one) finds that run ended for this reason, and restarts from it too.
+func (s *syncer) restart(ctx context.Context, id string, spec bucket.Spec, from, runID string) error {
 	// A worker may have taken the run up between the read and its end. Its
 	// history, now closed, tells: if it did, its state is unknown, and the
 	// bucket starts again empty, which grants nothing twice.

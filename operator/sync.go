@@ -226,11 +226,32 @@ func (s *syncer) apply(ctx context.Context, spec bucket.Spec) Change {
 	if s.unpolled(ctx, spec.TaskQueue) {
 		ch.Warnings = append(ch.Warnings, fmt.Sprintf("no worker polls task queue %q: the bucket will not answer until a tb worker runs there", spec.TaskQueue))
 	}
-	wf, details, err := retry(ctx, func() (Action, string, error) { return s.ensureWorkflow(ctx, spec) })
-	ch.Workflow, ch.Details = wf, details
-	if err != nil {
-		ch.Err = fmt.Errorf("bucket workflow: %w", err)
+	if err := s.keying(ctx, spec); err != nil {
+		ch.Err = err
 		return ch
+	}
+	ids, ins := []string{workflows.BucketID(spec.Name)}, []workflows.BucketInput{{Spec: spec}}
+	if n := spec.ShardCount(); n > 0 {
+		ids, ins = make([]string, n), make([]workflows.BucketInput, n)
+		for i := range n {
+			ids[i], ins[i] = workflows.ShardID(spec.Name, i), workflows.BucketInput{Spec: spec, Shard: i}
+		}
+	}
+	for i, id := range ids {
+		wf, details, err := retry(ctx, func() (Action, string, error) { return s.ensureWorkflow(ctx, id, ins[i]) })
+		if ch.Workflow == "" || ch.Workflow == Unchanged || wf == Created {
+			ch.Workflow = wf // a keyed bucket's shards: created if one was, else updated if one was
+		}
+		if ch.Details == "" {
+			ch.Details = details
+		}
+		if err != nil {
+			if len(ids) > 1 {
+				err = fmt.Errorf("shard %d of %d: %w", i, len(ids), err)
+			}
+			ch.Err = fmt.Errorf("bucket workflow: %w", err)
+			return ch
+		}
 	}
 	sched, details, err := retry(ctx, func() (Action, string, error) { return s.ensureSchedule(ctx, spec) })
 	ch.Schedule = sched
@@ -290,11 +311,51 @@ func (s *syncer) taskQueue(spec bucket.Spec) string {
 	return s.opts.TaskQueue
 }
 
-// ensureWorkflow starts the bucket workflow, or reconfigures it when its
-// spec differs from the one in its memo, or its task queue from the one it
-// runs on; reconfiguring keeps its tokens. spec names its task queue.
-func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, string, error) {
-	id := workflows.BucketID(spec.Name)
+// keying refuses a spec that would change in place how a running bucket
+// holds its tokens: from unkeyed to keyed or back, or its shard count. Its
+// tokens cannot follow (a key's shard follows from the shard count), so the
+// bucket must be retired and declared again, or renamed.
+func (s *syncer) keying(ctx context.Context, spec bucket.Spec) error {
+	var (
+		want = spec.ShardCount()
+		have = -1 // running shards; 0 when it runs unkeyed
+	)
+	if running, _, err := s.workflowRunning(ctx, workflows.BucketID(spec.Name)); err != nil {
+		return fmt.Errorf("bucket workflow: %w", err)
+	} else if running {
+		have = 0
+	}
+	desc, err := s.c.DescribeWorkflowExecution(ctx, workflows.ShardID(spec.Name, 0), "")
+	var notFound *serviceerror.NotFound
+	switch {
+	case errors.As(err, &notFound):
+	case err != nil:
+		return fmt.Errorf("bucket workflow: %w", err)
+	case desc.WorkflowExecutionInfo.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+		var current bucket.Spec
+		if err := s.decodeMemo(desc.WorkflowExecutionInfo.GetMemo(), workflows.SpecMemo, &current); err != nil {
+			return fmt.Errorf("bucket workflow: %w", err)
+		}
+		have = current.ShardCount()
+	}
+	if have < 0 || have == want {
+		return nil
+	}
+	describe := func(n int) string {
+		if n == 0 {
+			return "unkeyed"
+		}
+		return fmt.Sprintf("keyed with %d shards", n)
+	}
+	return fmt.Errorf("it runs %s and the config makes it %s: a bucket cannot change that in place (a key's shard follows from the shard count, and tokens cannot follow the key): give it a new name, or remove it, sync with --retire, and declare it again",
+		describe(have), describe(want))
+}
+
+// ensureWorkflow starts bucket workflow id with input in, or reconfigures it
+// when its spec differs from the one in its memo, or its task queue from the
+// one it runs on; reconfiguring keeps its tokens. in.Spec names its task queue.
+func (s *syncer) ensureWorkflow(ctx context.Context, id string, in workflows.BucketInput) (Action, string, error) {
+	spec := in.Spec
 	var (
 		restarted bool   // a stranded run was restarted on spec's task queue
 		details   string // what differed when first read
@@ -317,7 +378,7 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 				return "", details, fmt.Errorf("reading its ended run: %w", err)
 			}
 			if ok {
-				if err := s.restart(ctx, spec, info.GetTaskQueue(), info.GetExecution().GetRunId()); err != nil {
+				if err := s.restart(ctx, id, spec, info.GetTaskQueue(), info.GetExecution().GetRunId()); err != nil {
 					return Updated, details, err
 				}
 				restarted = true
@@ -352,12 +413,12 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 				details += fmt.Sprintf(" (restarted: its run on %s, which no worker polls, had not started)", current.TaskQueue)
 				continue
 			}
-			return Updated, details, s.configure(ctx, spec, current.TaskQueue)
+			return Updated, details, s.configure(ctx, id, spec, current.TaskQueue)
 		}
 		if s.dryRun {
 			return Created, "", nil
 		}
-		err = s.start(ctx, workflows.BucketInput{Spec: spec})
+		err = s.start(ctx, in)
 		var started *serviceerror.WorkflowExecutionAlreadyStarted
 		if errors.As(err, &started) && pass < 3 {
 			continue // another sync, or a refill, started it first: compare with that
@@ -375,8 +436,12 @@ func (s *syncer) ensureWorkflow(ctx context.Context, spec bucket.Spec) (Action, 
 // start starts a bucket workflow with in, on the task queue its spec names.
 // It fails with *serviceerror.WorkflowExecutionAlreadyStarted if one runs.
 func (s *syncer) start(ctx context.Context, in workflows.BucketInput) error {
+	id := workflows.BucketID(in.Spec.Name)
+	if in.Spec.Keyed {
+		id = workflows.ShardID(in.Spec.Name, in.Shard)
+	}
 	_, err := s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       workflows.BucketID(in.Spec.Name),
+		ID:                                       id,
 		TaskQueue:                                in.Spec.TaskQueue,
 		Memo:                                     map[string]any{workflows.SpecMemo: in.Spec},
 		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
@@ -385,12 +450,12 @@ func (s *syncer) start(ctx context.Context, in workflows.BucketInput) error {
 	return err
 }
 
-// configure gives the running bucket workflow, on task queue queue, its new spec.
-func (s *syncer) configure(ctx context.Context, spec bucket.Spec, queue string) error {
+// configure gives the running bucket workflow id, on task queue queue, its new spec.
+func (s *syncer) configure(ctx context.Context, id string, spec bucket.Spec, queue string) error {
 	uctx, cancel := context.WithTimeout(ctx, reconfigureTimeout)
 	defer cancel()
 	h, err := s.c.UpdateWorkflow(uctx, client.UpdateWorkflowOptions{
-		WorkflowID:   workflows.BucketID(spec.Name),
+		WorkflowID:   id,
 		UpdateName:   workflows.ConfigureUpdate,
 		Args:         []any{spec},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
@@ -520,7 +585,17 @@ func (s *syncer) scheduledSpec(a client.ScheduleAction) (bucket.Spec, string, er
 func sameSpec(a, b bucket.Spec) bool {
 	ai, bi := a.InitialTokens(), b.InitialTokens()
 	a.Initial, b.Initial = &ai, &bi
+	a.Mode, b.Mode = mode(a), mode(b) // "" is "enforce"
+	a.Shards, b.Shards = a.ShardCount(), b.ShardCount()
 	return reflect.DeepEqual(a, b)
+}
+
+// mode names a spec's mode, "enforce" when unset.
+func mode(s bucket.Spec) string {
+	if s.Mode == "" {
+		return bucket.ModeEnforce
+	}
+	return s.Mode
 }
 
 // diff describes how b differs from a, e.g. "amount 5 → 10, maximum 5 → 20".
@@ -536,6 +611,9 @@ func diff(a, b bucket.Spec) string {
 	add("amount", a.Amount, b.Amount)
 	add("maximum", a.Maximum, b.Maximum)
 	add("initial", a.InitialTokens(), b.InitialTokens())
+	add("mode", mode(a), mode(b))
+	add("keyed", a.Keyed, b.Keyed)
+	add("shards", a.ShardCount(), b.ShardCount())
 	add("task queue", a.TaskQueue, b.TaskQueue)
 	return strings.Join(parts, ", ")
 }

@@ -58,7 +58,7 @@ func Example_activity() {
 		panic(err)
 	}
 	tb, err := interceptor.New(interceptor.Options{
-		Guards:  map[string]bucket.Guard{"Geocode": {Bucket: "geocoder", Cost: 1}},
+		Guards:  map[string][]bucket.Guard{"Geocode": {{Bucket: "geocoder", Cost: 1}}},
 		Limiter: lim,
 		// The clock stands still while the activity runs: a denial waited out
 		// inside it would never end. Fail at once instead, and without jitter,
@@ -106,7 +106,7 @@ func Example_activity() {
 	// Lyon: ran at 09:00:00, 0 token(s) left
 	// Nice: RateLimited, retryable true, next retry in 40s; bucket geocoder holds 0, refills at 09:01:00
 	// Nice: ran at 09:01:00, 1 token(s) left
-	// {Grants:3 Denials:1 Duplicates:0 GrantedTokens:3 DeniedTokens:1}
+	// {Grants:3 Denials:1 Duplicates:0 GrantedTokens:3 DeniedTokens:1 Refunded:0 Charged:0 Unrefunded:0}
 }
 
 // GeocodeAll is an application's workflow: it geocodes cities one after the
@@ -142,7 +142,7 @@ func Example_workflow() {
 		panic(err)
 	}
 	tb, err := interceptor.New(interceptor.Options{
-		Guards:    map[string]bucket.Guard{"Geocode": {Bucket: "geocoder", Cost: 1}},
+		Guards:    map[string][]bucket.Guard{"Geocode": {{Bucket: "geocoder", Cost: 1}}},
 		Limiter:   lim,
 		MaxWait:   -1, // env.Now stands still while an activity runs
 		MaxJitter: -1, // retry exactly at the refill
@@ -170,5 +170,5 @@ func Example_workflow() {
 	// +1m0s Nice (attempt 2)
 	// +1m0s Lille (attempt 1)
 	// +2m0s Brest (attempt 2)
-	// {Grants:5 Denials:2 Duplicates:0 GrantedTokens:5 DeniedTokens:2}
+	// {Grants:5 Denials:2 Duplicates:0 GrantedTokens:5 DeniedTokens:2 Refunded:0 Charged:0 Unrefunded:0}
 }

@@ -39,11 +39,25 @@ type Limiter struct {
 	buckets map[string]*entry
 }
 
-var _ interceptor.Limiter = (*Limiter)(nil)
+var (
+	_ interceptor.Limiter      = (*Limiter)(nil)
+	_ interceptor.Settler      = (*Limiter)(nil)
+	_ interceptor.Reporter     = (*Limiter)(nil)
+	_ interceptor.KeyedLimiter = (*Limiter)(nil)
+)
+
+// A grant is what Settle may still give back of one, and when it was made.
+type grant struct {
+	at         time.Time
+	refundable int64
+	settled    bool
+}
 
 type entry struct {
+	reports map[string]bool   // upstream reports applied
+	keys    map[string]*entry // a keyed bucket's keys
 	b       *bucket.Bucket
-	granted map[string]bool
+	granted map[string]*grant
 	stats   Stats
 }
 
@@ -58,6 +72,9 @@ type Stats struct {
 	Duplicates int
 	// GrantedTokens and DeniedTokens sum the costs of those grants and denials.
 	GrantedTokens, DeniedTokens int64
+	// Refunded and Charged sum the tokens Settle gave back and charged;
+	// Unrefunded those it did not give back, the grant's window having ended.
+	Refunded, Charged, Unrefunded int64
 }
 
 // NewLimiter returns a Limiter holding a bucket for each spec, read on the
@@ -82,7 +99,7 @@ func NewLimiter(now func() time.Time, specs ...bucket.Spec) (*Limiter, error) {
 			return nil, fmt.Errorf("tbtest: bucket %q: %w", spec.Name, err)
 		}
 		b.Created = created
-		l.buckets[spec.Name] = &entry{b: b, granted: map[string]bool{}}
+		l.buckets[spec.Name] = &entry{b: b, granted: map[string]*grant{}}
 	}
 	return l, nil
 }
@@ -95,6 +112,14 @@ func NewLimiter(now func() time.Time, specs ...bucket.Spec) (*Limiter, error) {
 // of type workflows.ErrInvalidRequest; a bucket the Limiter does not hold is a
 // retryable one of type workflows.ErrUnknownBucket; a done ctx returns its error.
 func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (interceptor.Decision, error) {
+	return l.AcquireKey(ctx, interceptor.Key{Bucket: name}, id, cost)
+}
+
+// AcquireKey is Acquire for one key of a keyed bucket: each key has a bucket
+// of its own, of the keyed bucket's spec, starting at its initial tokens
+// when the key is first asked for.
+func (l *Limiter) AcquireKey(ctx context.Context, k interceptor.Key, id string, cost int64) (interceptor.Decision, error) {
+	name := k.Bucket
 	if err := bucket.CheckName(name); err != nil {
 		return interceptor.Decision{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("bucket %q: not a bucket name: %v", name, err), workflows.ErrInvalidRequest, nil)
@@ -109,14 +134,14 @@ func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (int
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e, err := l.entry(name)
+	now := l.now()
+	e, err := l.keyEntry(k, now)
 	if err != nil {
 		return interceptor.Decision{}, err
 	}
-	now := l.now()
 	e.refill(now)
 	b := e.b
-	if e.granted[id] {
+	if e.granted[id] != nil {
 		e.stats.Duplicates++
 		return e.decision(now, bucket.Result{Granted: true, Remaining: b.Tokens}), nil
 	}
@@ -126,7 +151,7 @@ func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (int
 	}
 	r := b.Take(now, []int64{cost})[0]
 	if r.Granted {
-		e.granted[id] = true
+		e.granted[id] = &grant{at: now, refundable: cost}
 		e.stats.Grants++
 		e.stats.GrantedTokens += cost
 	} else {
@@ -134,6 +159,97 @@ func (l *Limiter) Acquire(ctx context.Context, name, id string, cost int64) (int
 		e.stats.DeniedTokens += cost
 	}
 	return e.decision(now, r), nil
+}
+
+// Settle settles the grant made to request id, as a bucket workflow does:
+// tokens < 0 gives that many back, no more than the grant's cost, if no
+// refill has come since the grant; tokens > 0 charges more, and what the
+// bucket cannot cover becomes a debt the next refills pay. Each grant is
+// settled once. Stats counts refunds and charges in Refunded and Charged.
+func (l *Limiter) Settle(ctx context.Context, name, id string, tokens int64) error {
+	return l.SettleKey(ctx, interceptor.Key{Bucket: name}, id, tokens)
+}
+
+// SettleKey is Settle for one key of a keyed bucket.
+func (l *Limiter) SettleKey(ctx context.Context, k interceptor.Key, id string, tokens int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	e, err := l.keyEntry(k, now)
+	if err != nil {
+		return err
+	}
+	e.refill(now)
+	g := e.granted[id]
+	if g != nil && g.settled {
+		return nil
+	}
+	switch {
+	case tokens < 0 && g != nil:
+		n := min(-tokens, g.refundable)
+		g.refundable -= n
+		if g.at.Before(e.b.LastTick) { // the window ended: the refill restored the bucket
+			e.stats.Unrefunded += n
+		} else {
+			e.stats.Refunded += e.b.Refund(n)
+		}
+	case tokens > 0:
+		e.b.Charge(tokens)
+		e.stats.Charged += tokens
+	}
+	if g != nil {
+		g.settled = true
+	}
+	return nil
+}
+
+// Report applies what an upstream said, as a bucket workflow does: a pause
+// (capped at bucket.MaxPause) grants nothing until it ends, a count of what
+// is left lowers the tokens. Each report id is applied once.
+func (l *Limiter) Report(ctx context.Context, name, id string, u interceptor.Upstream) error {
+	return l.ReportKey(ctx, interceptor.Key{Bucket: name}, id, u)
+}
+
+// ReportKey is Report for one key of a keyed bucket: that key alone pauses.
+func (l *Limiter) ReportKey(ctx context.Context, k interceptor.Key, id string, u interceptor.Upstream) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, err := l.keyEntry(k, l.now())
+	if err != nil {
+		return err
+	}
+	if e.reports[id] {
+		return nil
+	}
+	if e.reports == nil {
+		e.reports = map[string]bool{}
+	}
+	e.reports[id] = true
+	now := l.now()
+	e.refill(now)
+	if u.Pause > 0 {
+		e.b.Pause(now, now.Add(u.Pause))
+	}
+	if u.Remaining != nil {
+		e.b.Calibrate(*u.Remaining)
+	}
+	return nil
+}
+
+// Debt returns the named bucket's debt: tokens charged beyond what it held,
+// which its next refills pay first. It panics if the Limiter holds no such bucket.
+func (l *Limiter) Debt(name string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.mustEntry(name)
+	e.refill(l.now())
+	return e.b.Debt
 }
 
 // Tokens returns the tokens the named bucket holds now. It panics if the
@@ -189,6 +305,54 @@ func (l *Limiter) entry(name string) (*entry, error) {
 			name, workflows.BucketID(name), l.names()), workflows.ErrUnknownBucket)
 }
 
+// keyEntry returns the entry a Key names: the bucket's, or its key's bucket,
+// made at now if new.
+func (l *Limiter) keyEntry(k interceptor.Key, now time.Time) (*entry, error) {
+	e, err := l.entry(k.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	spec := e.b.Spec()
+	switch {
+	case !spec.Keyed && k.Key == "":
+		return e, nil
+	case !spec.Keyed:
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bucket %q is not keyed; the request names key %q", k.Bucket, k.Key), workflows.ErrInvalidRequest, nil)
+	}
+	if err := bucket.CheckKey(k.Key); err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bucket %q is keyed: %v", k.Bucket, err), interceptor.ErrKeyRequired, nil)
+	}
+	if ke := e.keys[k.Key]; ke != nil {
+		return ke, nil
+	}
+	b, err := bucket.New(spec)
+	if err != nil {
+		return nil, err
+	}
+	b.Created = now
+	ke := &entry{b: b, granted: map[string]*grant{}}
+	if e.keys == nil {
+		e.keys = map[string]*entry{}
+	}
+	e.keys[k.Key] = ke
+	return ke, nil
+}
+
+// KeyTokens returns the tokens one key of a keyed bucket holds now: its
+// initial tokens when it was never asked for. It panics if the Limiter
+// holds no such keyed bucket.
+func (l *Limiter) KeyTokens(name, key string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	e, err := l.keyEntry(interceptor.Key{Bucket: name, Key: key, Shards: 1}, now)
+	if err != nil {
+		panic("tbtest: " + err.Error())
+	}
+	e.refill(now)
+	return e.b.Tokens
+}
+
 func (l *Limiter) mustEntry(name string) *entry {
 	e, err := l.entry(name)
 	if err != nil {
@@ -217,6 +381,7 @@ func (e *entry) decision(now time.Time, r bucket.Result) interceptor.Decision {
 		RetryAfter: r.RetryAfter,
 		NextRefill: e.b.NextRefill(now),
 		LastRefill: e.b.LastRefill,
+		Shadow:     r.Shadow,
 	}
 }
 

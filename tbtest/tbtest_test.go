@@ -331,11 +331,11 @@ buckets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := cfg.Guards["SearchCode"]
+	g := cfg.Guards["SearchCode"][0]
 	if d, err := lim.Acquire(context.Background(), g.Bucket, "a", g.Cost); err != nil || !d.Granted || d.Remaining != 990 {
 		t.Errorf("SearchCode: got %+v, %v; want a grant leaving 990", d, err)
 	}
-	g = cfg.Guards["SendEmail"]
+	g = cfg.Guards["SendEmail"][0]
 	d, err := lim.Acquire(context.Background(), g.Bucket, "b", g.Cost)
 	if midnight := time.Date(2026, 1, 6, 5, 0, 0, 0, time.UTC); err != nil || d.Granted || !d.NextRefill.Equal(midnight) {
 		t.Errorf("SendEmail: got %+v, %v; want a denial until %v", d, err, midnight)
@@ -436,9 +436,9 @@ func workflowEnv(t *testing.T, specs ...bucket.Spec) (*testsuite.TestWorkflowEnv
 	if err != nil {
 		t.Fatal(err)
 	}
-	guards := map[string]bucket.Guard{}
+	guards := map[string][]bucket.Guard{}
 	for _, spec := range specs {
-		guards["Call"] = bucket.Guard{Bucket: spec.Name, Cost: 1}
+		guards["Call"] = []bucket.Guard{{Bucket: spec.Name, Cost: 1}}
 	}
 	tb, err := interceptor.New(interceptor.Options{Guards: guards, Limiter: lim, MaxWait: -1, MaxJitter: -1})
 	if err != nil {

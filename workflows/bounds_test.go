@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +229,222 @@ func TestRefillsAuthorizeTheNextTick(t *testing.T) {
 	}
 	if paused.Tokens != 5 || !paused.LastTick.Equal(t0.Add(3*time.Second)) {
 		t.Errorf("with no refill since 2s: %d tokens, last tick t0+%v; want the 3s tick alone (5 tokens)", paused.Tokens, paused.LastTick.Sub(t0))
+	}
+}
+
+// TestSettleRefundsAndCharges: refunds give back a grant of the current
+// window, once, never more than it cost; a refund after a refill, or for a
+// grant the bucket never made, is dropped; a charge beyond the tokens left is
+// a debt the next refill pays; and a settle-up is applied once, across
+// continue-as-new too.
+func TestSettleRefundsAndCharges(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "llm", Schedule: "@every 10s", Amount: 200, Maximum: 200, Initial: new(int64(200))}
+	settle := func(id, grant string, tokens int64) {
+		h.env.SignalWorkflow(SettleSignal, Settle{ID: id, Grant: grant, Tokens: tokens})
+	}
+	var states []Status
+	observe := func(at time.Duration) { h.at(at, func() { states = append(states, h.state()) }) }
+	h.at(1*time.Second, func() { h.acquire("u1", req("a", 100), req("b", 50)) }) // 50 left
+	h.at(2*time.Second, func() {
+		settle("s-a", "a", -60)   // used 40 of 100: 60 back
+		settle("s-a", "a", -60)   // retried: applied once
+		settle("s-b", "b", -500)  // more than b cost: at most 50
+		settle("s-x", "nope", -5) // never granted: dropped
+	})
+	observe(2100 * time.Millisecond)                               // 0: 50 + 60 + 50 = 160
+	h.at(3*time.Second, func() { h.acquire("u2", req("c", 160)) }) // 0 left
+	h.at(4*time.Second, func() { settle("s-c", "c", 150) })        // used 310: a debt of 150
+	observe(4100 * time.Millisecond)                               // 1
+	h.at(10100*time.Millisecond, func() { h.refill(Refill{ID: tickID(t0.Add(10 * time.Second)), Tick: t0.Add(10 * time.Second)}) })
+	h.at(10200*time.Millisecond, func() { settle("s-late", "c", -100) }) // after the refill: dropped
+	observe(10300 * time.Millisecond)                                    // 2: 200 − 150 debt = 50
+	h.run(BucketInput{Spec: spec}, 11*time.Second)
+
+	want := []struct{ tokens, debt, refunded, charged int64 }{
+		{160, 0, 110, 0},
+		{0, 150, 110, 150},
+		{50, 0, 110, 150},
+	}
+	for i, w := range want {
+		st := states[i]
+		if st.Tokens != w.tokens || st.Debt != w.debt || st.Refunded != w.refunded || st.Charged != w.charged {
+			t.Errorf("state %d: %d tokens, debt %d, refunded %d, charged %d; want %+v", i, st.Tokens, st.Debt, st.Refunded, st.Charged, w)
+		}
+	}
+
+	// Across continue-as-new: the same settle-up again is applied once.
+	h2 := newHarness(t)
+	var before, after Status
+	h2.at(time.Second, func() { h2.acquire("u1", req("a", 100)) })
+	h2.at(2*time.Second, func() { h2.env.SignalWorkflow(SettleSignal, Settle{ID: "s-a", Grant: "a", Tokens: -30}) })
+	h2.at(3*time.Second, func() { h2.acquire("u2", req("b", 1)) }) // the last update of the run
+	h2.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: 2})
+	next := continuedAsNew(t, h2.env)
+	h3 := newHarness(t)
+	h3.at(100*time.Millisecond, func() { before = h3.state() })
+	h3.at(200*time.Millisecond, func() {
+		h3.env.SignalWorkflow(SettleSignal, Settle{ID: "s-a", Grant: "a", Tokens: -30})   // again
+		h3.env.SignalWorkflow(SettleSignal, Settle{ID: "s-a2", Grant: "a", Tokens: -100}) // the rest of a's 100: 70
+	})
+	h3.at(300*time.Millisecond, func() { after = h3.state() })
+	h3.run(next, time.Second)
+	if before.Tokens != 129 || after.Tokens != 199 || after.Refunded != 100 {
+		t.Errorf("across continue-as-new: %d tokens before, %d after, refunded %d; want 129, 199 (70 more: what a may still give back) and 100", before.Tokens, after.Tokens, after.Refunded)
+	}
+}
+
+// keyReq asks key for cost tokens.
+func keyReq(id, key string, cost int64) AcquireRequest {
+	return AcquireRequest{ID: id, Key: key, Cost: cost}
+}
+
+// TestKeyedShard: each key of a keyed bucket has its own tokens; a greedy key
+// leaves the others theirs; a key back at its starting level is forgotten
+// when the shard continues as new; keys that belong to another shard, or no
+// key, are refused.
+func TestKeyedShard(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "tenant", Schedule: "@every 1s", Amount: 2, Maximum: 2, Keyed: true, Shards: 2}
+	var mine, other string // keys of shard 0 and of shard 1
+	for i := 0; mine == "" || other == ""; i++ {
+		k := fmt.Sprint("t", i)
+		if bucket.KeyShard(k, 2) == 0 && mine == "" {
+			mine = k
+		} else if bucket.KeyShard(k, 2) == 1 && other == "" {
+			other = k
+		}
+	}
+	var first, second *updateResult
+	var mid Status
+	var key KeyStatus
+	h.at(100*time.Millisecond, func() {
+		first = h.acquire("u1", keyReq("a1", mine, 1), keyReq("a2", mine, 1), keyReq("a3", mine, 1), keyReq("b1", "greedy-"+mine, 1),
+			keyReq("x", other, 1), keyReq("y", "", 1))
+	})
+	h.at(200*time.Millisecond, func() {
+		mid = h.state()
+		v, err := h.env.QueryWorkflow(KeyQuery, mine)
+		if err == nil {
+			err = v.Get(&key)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	h.at(1100*time.Millisecond, func() {
+		h.refill(Refill{ID: tickID(t0.Add(time.Second)), Tick: t0.Add(time.Second)})
+		second = h.acquire("u2", keyReq("a4", mine, 2))
+	})
+	h.at(5*time.Second, func() { h.acquire("u3", keyReq("z", mine, 1)) }) // the last update of the run
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, Shard: 0, MaxUpdatesPerRun: 3})
+	next := continuedAsNew(t, h.env)
+
+	got := granted(first.resp.Results)
+	if !reflect.DeepEqual(got[:3], []bool{true, true, false}) || first.resp.Results[2].RetryAfter != 900*time.Millisecond {
+		t.Errorf("key %s asking 3 of 2: %+v", mine, first.resp.Results[:3])
+	}
+	if bucket.KeyShard("greedy-"+mine, 2) == 0 && !got[3] {
+		t.Errorf("another key of the shard was refused: %+v", first.resp.Results[3])
+	}
+	if first.resp.Results[4].Invalid == "" || first.resp.Results[5].Invalid == "" {
+		t.Errorf("a key of another shard, and no key: %+v, %+v; want both invalid", first.resp.Results[4], first.resp.Results[5])
+	}
+	if kt := first.resp.Results[1].KeyTokens; kt == nil || *kt != 0 {
+		t.Errorf("KeyTokens after the second grant: %v, want 0", kt)
+	}
+	if mid.Keys < 1 || len(mid.Emptiest) == 0 || mid.Emptiest[0].Key != mine || mid.Emptiest[0].Tokens != 0 || !key.Held || key.Tokens != 0 {
+		t.Errorf("state %d keys, emptiest %+v; key query %+v", mid.Keys, mid.Emptiest, key)
+	}
+	if !second.resp.Results[0].Granted {
+		t.Errorf("after the refill the key's 2 tokens: %+v", second.resp.Results)
+	}
+	// At 5s the key took one more (1 left): it is kept; full keys are forgotten.
+	if k, ok := next.keys[mine]; !ok || k.Tokens != 1 {
+		t.Errorf("carried keys %+v; want %s with 1 token", next.keys, mine)
+	}
+	if _, ok := next.keys["greedy-"+mine]; ok {
+		t.Errorf("a key back at its starting level was carried: %+v", next.keys)
+	}
+}
+
+// maxCarriedKeyed is what a shard of a keyed bucket may carry across
+// continue-as-new: its keys beside what any bucket carries, still well under
+// Temporal's 2 MB payload limit.
+const maxCarriedKeyed = 1 << 20
+
+// TestKeyFloodStaysBounded: a shard is sent 3 batches of 1000 requests, each
+// of a new key of the longest kind and the longest ID. It holds at most
+// MaxKeysPerShard keys: a key past them is told to come back at the next
+// refill, when keys back at their starting level make room; what it
+// continues as new with, every key held, stays bounded; and the next run
+// refuses new keys until the refill, then answers them.
+func TestKeyFloodStaysBounded(t *testing.T) {
+	h := newHarness(t)
+	spec := bucket.Spec{Name: "tenant", Schedule: "@every 10s", Amount: 1, Maximum: 1, Keyed: true, Shards: 1}
+	longKey := func(i int) string {
+		k := fmt.Sprint("k", i, "-")
+		return k + strings.Repeat("x", bucket.MaxKeyLength-len(k))
+	}
+	var results []*updateResult
+	for b := range 3 {
+		h.at(time.Duration(b+1)*time.Millisecond, func() {
+			reqs := make([]AcquireRequest, 1000)
+			for i := range reqs {
+				reqs[i] = keyReq(longID(fmt.Sprint("r", b), i), longKey(b*1000+i), 1)
+			}
+			results = append(results, h.acquire(fmt.Sprint("flood-", b), reqs...))
+		})
+	}
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: 3})
+	next := continuedAsNew(t, h.env)
+
+	granted, full := 0, 0
+	for _, r := range results {
+		if r.rejected != nil || r.err != nil {
+			t.Fatalf("flood: %v %v", r.rejected, r.err)
+		}
+		for _, o := range r.resp.Results {
+			switch {
+			case o.Granted:
+				granted++
+			case o.RetryAfter > 0 && o.RetryAfter <= 10*time.Second:
+				full++
+			default:
+				t.Fatalf("a key past the shard's bound: %+v", o)
+			}
+		}
+	}
+	if granted != MaxKeysPerShard || full != 3000-MaxKeysPerShard {
+		t.Errorf("%d keys granted and %d told to come back at the next refill; want %d and %d", granted, full, MaxKeysPerShard, 3000-MaxKeysPerShard)
+	}
+	if len(next.keys) != MaxKeysPerShard {
+		t.Errorf("carried %d keys, want the %d the shard holds", len(next.keys), MaxKeysPerShard)
+	}
+	p, err := converter.GetDefaultDataConverter().ToPayload(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Data); n > maxCarriedKeyed {
+		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarriedKeyed)
+	} else {
+		t.Logf("continue-as-new input after the key flood: %d bytes (%d keys, %d request IDs)", n, len(next.keys), next.granted.len())
+	}
+
+	// Every key held is empty: a new key waits for the refill, which brings
+	// them back to their starting level; then new keys take their places.
+	h2 := newHarness(t)
+	var early, late *updateResult
+	h2.at(time.Second, func() { early = h2.acquire("early", keyReq("early", "a-new-key", 1)) })
+	h2.at(10*time.Second+time.Millisecond, func() {
+		h2.refill(Refill{ID: tickID(t0.Add(10 * time.Second)), Tick: t0.Add(10 * time.Second)})
+		late = h2.acquire("late", keyReq("late", "a-new-key", 1))
+	})
+	h2.run(next, 11*time.Second)
+	if early == nil || early.rejected == nil {
+		t.Errorf("a new key in a full shard before the refill: %+v, want refused", early)
+	}
+	if late == nil || late.rejected != nil || !late.resp.Results[0].Granted {
+		t.Errorf("a new key after the refill: %+v", late)
 	}
 }

@@ -9,9 +9,11 @@ package workflows
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -27,8 +29,13 @@ const (
 	grantedIDsKept   = 8192
 	grantedIDsBytes  = 256 << 10
 	grantedIDsMaxAge = time.Minute
+	// ledgerMaxAge keeps granted IDs, with the cost a refund may give back,
+	// in runs that keep a ledger (changeLedger).
+	ledgerMaxAge     = time.Hour
 	tickIDsKept      = 512
 	tickIDsMaxAge    = 24 * time.Hour
+	settledIDsKept   = 4096
+	settledIDsMaxAge = time.Hour
 )
 
 // BucketWorkflow holds one bucket's tokens. It grants tokens through the
@@ -43,6 +50,7 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 	if w.b.Created.IsZero() {
 		w.b.Created = workflow.Now(ctx)
 	}
+	w.ledger = workflow.GetVersion(ctx, changeLedger, workflow.DefaultVersion, 1) >= 1
 	if w.b.Heal(workflow.Now(ctx)) {
 		workflow.GetLogger(ctx).Warn("Forgot a refill tick from the future carried by the previous run", "bucket", in.Spec.Name)
 	}
@@ -50,9 +58,11 @@ func BucketWorkflow(ctx workflow.Context, in BucketInput) (Status, error) {
 		return Status{}, err
 	}
 	sig := signals{
-		refills: workflow.GetSignalChannel(ctx, RefillSignal),
-		returns: workflow.GetSignalChannel(ctx, ReturnSignal),
-		reports: workflow.GetSignalChannel(ctx, ReportSignal),
+		refills:   workflow.GetSignalChannel(ctx, RefillSignal),
+		returns:   workflow.GetSignalChannel(ctx, ReturnSignal),
+		reports:   workflow.GetSignalChannel(ctx, ReportSignal),
+		settles:   workflow.GetSignalChannel(ctx, SettleSignal),
+		upstreams: workflow.GetSignalChannel(ctx, UpstreamSignal),
 	}
 	for {
 		err := workflow.Await(ctx, func() bool {
@@ -85,6 +95,9 @@ type bucketWorkflow struct {
 	b       *bucket.Bucket
 	updates int // accepted in this run
 	retired bool
+	ledger  bool // see changeLedger
+	// shadowLogged is the window of the latest shadow-mode log line.
+	shadowLogged time.Time
 }
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
@@ -105,6 +118,7 @@ func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
 	}
 	in.granted.reindex()
 	in.ticks.reindex()
+	in.settled.reindex()
 	return &bucketWorkflow{in: in, b: b}, nil
 }
 
@@ -118,6 +132,15 @@ func (w *bucketWorkflow) register(ctx workflow.Context) error {
 		return err
 	}
 	if err := workflow.SetUpdateHandler(ctx, RetireUpdate, w.retire); err != nil {
+		return err
+	}
+	if err := workflow.SetQueryHandler(ctx, KeyQuery, func(key string) (KeyStatus, error) {
+		if !w.keyed() {
+			return KeyStatus{}, fmt.Errorf("bucket %q is not keyed", w.b.Spec().Name)
+		}
+		now := workflow.Now(ctx)
+		return w.keyStatus(w.b.Due(now), now, key), nil
+	}); err != nil {
 		return err
 	}
 	return workflow.SetQueryHandler(ctx, StateQuery, func() (Status, error) { return w.status(ctx), nil })
@@ -151,6 +174,10 @@ func (w *bucketWorkflow) classify(batch AcquireBatch) (costs []int64, outcomes [
 		case w.in.granted.has(r.ID):
 			outcomes[i].Granted = true
 			duplicates++
+		case w.checkKey(r) != "":
+			outcomes[i].Invalid = w.checkKey(r)
+		case w.keyed() && r.Optional:
+			outcomes[i].Invalid = "a keyed bucket lends no lease"
 		default:
 			if err := bucket.CheckCost(r.Cost, maximum); err != nil {
 				outcomes[i].Invalid = err.Error()
@@ -184,7 +211,14 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	}
 	now := workflow.Now(ctx)
 	b := w.b.Due(now) // a validator may not change the bucket: decide on a copy
-	ok, waits := b.Check(now, costs)
+	var ok bool
+	var waits []time.Duration
+	var keyTokens []int64
+	if w.keyed() {
+		ok, waits, keyTokens = w.checkKeyed(b, now, batch, costs)
+	} else {
+		ok, waits = b.Check(now, costs)
+	}
 	if ok {
 		return nil
 	}
@@ -192,6 +226,9 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	for i := range outcomes {
 		if outcomes[i].Invalid == "" {
 			outcomes[i].RetryAfter = waits[i]
+			if keyTokens != nil {
+				outcomes[i].KeyTokens = &keyTokens[i]
+			}
 			valid++
 		}
 	}
@@ -209,13 +246,28 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (AcquireResponse, error) {
 	w.updates++
 	now := workflow.Now(ctx)
-	w.applyDue(now)
+	w.applyDue(ctx, now)
 	costs, outcomes, _ := w.classify(batch)
-	for i, r := range w.b.Take(now, costs) {
+	wouldDeny := w.b.WouldDeny
+	var results []bucket.Result
+	var keyTokens []int64
+	if w.keyed() {
+		results, keyTokens = w.takeKeyed(now, batch, costs)
+	} else {
+		results = w.b.Take(now, costs)
+	}
+	for i, r := range results {
+		if keyTokens != nil && costs[i] > 0 {
+			outcomes[i].KeyTokens = &keyTokens[i]
+		}
 		switch {
 		case r.Granted:
-			outcomes[i].Granted = true
-			w.in.granted.add(batch.Requests[i].ID, now)
+			outcomes[i].Granted, outcomes[i].Shadow = true, r.Shadow
+			if w.ledger {
+				w.in.granted.addCost(batch.Requests[i].ID, now, costs[i])
+			} else {
+				w.in.granted.add(batch.Requests[i].ID, now)
+			}
 		case costs[i] > 0:
 			outcomes[i].RetryAfter = r.RetryAfter
 		}
@@ -231,14 +283,22 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 			break // one lease per batch
 		}
 	}
+	if n := w.b.WouldDeny - wouldDeny; n > 0 {
+		w.metrics(ctx).Counter(MetricWouldDeny).Inc(n)
+		if w.shadowLogged != w.b.LastTick {
+			w.shadowLogged = w.b.LastTick // once per refill window
+			workflow.GetLogger(ctx).Info("Shadow mode: let through what enforcing would refuse", "bucket", w.b.Spec().Name, "tokens", n, "wouldDenyTotal", w.b.WouldDeny)
+		}
+	}
 	w.b.CountDenied(batch.Rejected)
 	if w.in.granted.len() > grantedIDsKept*5/4 || w.in.granted.size() > grantedIDsBytes*5/4 {
-		w.in.granted.trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+		w.in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	}
 	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
 		resp.LeaseFor = leaseFor
 	}
+	w.observe(ctx)
 	return resp, nil
 }
 
@@ -256,11 +316,12 @@ func (w *bucketWorkflow) validateConfigure(spec bucket.Spec) error {
 // configure changes amount, maximum and schedule, keeping the tokens (clamped to a lowered maximum).
 func (w *bucketWorkflow) configure(ctx workflow.Context, spec bucket.Spec) (Status, error) {
 	w.updates++
-	w.applyDue(workflow.Now(ctx))
+	w.applyDue(ctx, workflow.Now(ctx))
 	if err := w.b.Reconfigure(spec); err != nil {
 		return Status{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
 	}
 	w.in.Spec = spec
+	w.observe(ctx)
 	if err := workflow.UpsertMemo(ctx, map[string]any{SpecMemo: spec}); err != nil {
 		return Status{}, err
 	}
@@ -274,18 +335,26 @@ func (w *bucketWorkflow) retire(ctx workflow.Context) (Status, error) {
 	return w.status(ctx), nil
 }
 
+// grantedMaxAge is how long a granted request ID is remembered.
+func (w *bucketWorkflow) grantedMaxAge() time.Duration {
+	if w.ledger {
+		return ledgerMaxAge
+	}
+	return grantedIDsMaxAge
+}
+
 // signals are the channels of the signals a bucket takes.
 type signals struct {
-	refills, returns, reports workflow.ReceiveChannel
+	refills, returns, reports, settles, upstreams workflow.ReceiveChannel
 }
 
 func (s signals) waiting() bool {
-	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0
+	return s.refills.Len() > 0 || s.returns.Len() > 0 || s.reports.Len() > 0 || s.settles.Len() > 0 || s.upstreams.Len() > 0
 }
 
 // drain applies every signal waiting.
 func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
-	w.applyDue(workflow.Now(ctx))
+	w.applyDue(ctx, workflow.Now(ctx))
 	var r Refill
 	for s.refills.ReceiveAsync(&r) {
 		w.refill(ctx, r)
@@ -300,6 +369,83 @@ func (w *bucketWorkflow) drain(ctx workflow.Context, s signals) {
 	for s.reports.ReceiveAsync(&rep) {
 		w.b.CountDenied(rep.Rejected)
 		rep = Report{}
+	}
+	var set Settle
+	for s.settles.ReceiveAsync(&set) {
+		w.settle(ctx, set)
+		set = Settle{}
+	}
+	var up Upstream
+	for s.upstreams.ReceiveAsync(&up) {
+		w.upstream(ctx, up)
+		up = Upstream{}
+	}
+	w.observe(ctx)
+}
+
+// upstream applies what the upstream said, once per report: a pause, and a
+// count of what is left.
+func (w *bucketWorkflow) upstream(ctx workflow.Context, u Upstream) {
+	now := workflow.Now(ctx)
+	if u.ID == "" || len(u.ID) > MaxIDLength || w.in.settled.has(u.ID) {
+		return
+	}
+	w.in.settled.add(u.ID, now)
+	m := w.metrics(ctx)
+	if w.keyed() && u.Key != "" {
+		if bucket.CheckKey(u.Key) != nil || bucket.KeyShard(u.Key, w.b.Spec().ShardCount()) != w.in.Shard {
+			return
+		}
+		kb, kp := w.keyFor(u.Key)
+		if u.PauseFor > 0 && kb.Pause(now, now.Add(u.PauseFor)) {
+			m.Counter(MetricPauses).Inc(1)
+			w.b.Pauses++
+		}
+		if u.Remaining != nil && kb.Calibrate(*u.Remaining) {
+			m.Counter(MetricCalibrations).Inc(1)
+			w.b.Calibrations++
+		}
+		w.put(u.Key, kb, kp, now)
+		return
+	}
+	if u.PauseFor > 0 && w.b.Pause(now, now.Add(u.PauseFor)) {
+		m.Counter(MetricPauses).Inc(1)
+		workflow.GetLogger(ctx).Info("Paused: the upstream asked callers to come back later", "bucket", w.b.Spec().Name, "until", w.b.PausedUntil)
+	}
+	if u.Remaining != nil && w.b.Calibrate(*u.Remaining) {
+		m.Counter(MetricCalibrations).Inc(1)
+	}
+}
+
+// settle applies a settle signal once: a refund of a grant of the current
+// window, no more than it cost, or a charge (see Settle).
+func (w *bucketWorkflow) settle(ctx workflow.Context, s Settle) {
+	now := workflow.Now(ctx)
+	if s.ID == "" || len(s.ID) > MaxIDLength || w.in.settled.has(s.ID) {
+		return
+	}
+	b, kp := w.b, (*bucket.KeyState)(nil)
+	if w.keyed() {
+		if bucket.CheckKey(s.Key) != nil || bucket.KeyShard(s.Key, w.b.Spec().ShardCount()) != w.in.Shard {
+			return
+		}
+		b, kp = w.keyFor(s.Key)
+	}
+	switch {
+	case s.Tokens < 0:
+		n, late := w.in.granted.take(s.Grant, w.b.LastTick, -s.Tokens)
+		w.metrics(ctx).Counter(MetricRefunded).Inc(b.Refund(n))
+		b.Unrefunded = min(b.Unrefunded+late, math.MaxInt64-1)
+	case s.Tokens > 0:
+		b.Charge(s.Tokens)
+		w.metrics(ctx).Counter(MetricCharged).Inc(s.Tokens)
+	}
+	if w.keyed() {
+		w.put(s.Key, b, kp, now)
+	}
+	w.in.settled.add(s.ID, now)
+	if w.in.settled.len() > settledIDsKept*5/4 {
+		w.in.settled.trim(now, settledIDsMaxAge, settledIDsKept, 0)
 	}
 }
 
@@ -326,7 +472,24 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 	if amount <= 0 {
 		amount = w.b.Spec().Amount
 	}
+	if r.Key != "" {
+		// A manual refill of one key of a keyed bucket.
+		if r.Tick.IsZero() && w.keyed() && bucket.CheckKey(r.Key) == nil && bucket.KeyShard(r.Key, w.b.Spec().ShardCount()) == w.in.Shard {
+			kb, kp := w.keyFor(r.Key)
+			kb.Refill(now, time.Time{}, amount)
+			w.put(r.Key, kb, kp, now)
+			w.b.LastRefill = now // the shard's latest refill, of any key: what tb refill --key waits for
+			if r.ID != "" {
+				w.rememberTick(r.ID, now)
+			}
+		}
+		return
+	}
 	w.b.Refill(now, r.Tick, amount)
+	w.metrics(ctx).Counter(MetricRefills).Inc(1)
+	if !r.Tick.IsZero() {
+		w.metrics(ctx).Timer(MetricRefillLag).Record(max(now.Sub(r.Tick), 0))
+	}
 	if r.ID != "" {
 		w.rememberTick(r.ID, now)
 	}
@@ -340,16 +503,39 @@ func (w *bucketWorkflow) authorize(ctx workflow.Context, now, tick time.Time) {
 		return
 	}
 	w.b.Authorize(tick)
-	w.applyDue(now)
+	w.applyDue(ctx, now)
 }
 
 // applyDue applies the authorized ticks now has passed, remembering each
 // under the ID its refill workflow signals, so that refill changes nothing
 // but the authorization it carries.
-func (w *bucketWorkflow) applyDue(now time.Time) {
+func (w *bucketWorkflow) applyDue(ctx workflow.Context, now time.Time) {
 	for _, tick := range w.b.ApplyDue(now) {
 		w.rememberTick(tickID(tick), now)
+		w.metrics(ctx).Counter(MetricRefills).Inc(1)
 	}
+}
+
+// metrics is the workflow's metrics handler, tagged with the bucket: it
+// records nothing while the workflow replays.
+func (w *bucketWorkflow) metrics(ctx workflow.Context) client.MetricsHandler {
+	return workflow.GetMetricsHandler(ctx).WithTags(map[string]string{MetricTagBucket: w.b.Spec().Name})
+}
+
+// observe records the bucket's gauges.
+func (w *bucketWorkflow) observe(ctx workflow.Context) {
+	m := w.metrics(ctx)
+	if w.keyed() {
+		m.Gauge(MetricKeys).Update(float64(len(w.in.keys)))
+		return
+	}
+	m.Gauge(MetricTokens).Update(float64(w.b.Tokens))
+	m.Gauge(MetricDebt).Update(float64(w.b.Debt))
+	paused := 0.0
+	if w.b.Paused(workflow.Now(ctx)) {
+		paused = 1
+	}
+	m.Gauge(MetricPaused).Update(paused)
 }
 
 func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
@@ -362,26 +548,32 @@ func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
 // next returns the input of the next run: this run's whole state.
 func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	now := workflow.Now(ctx)
-	w.applyDue(now)
+	w.applyDue(ctx, now)
+	w.dropResting(now)
 	in := w.in
 	st := w.b.State
 	in.State = &st
 	in.run++
-	in.granted.trim(now, grantedIDsMaxAge, grantedIDsKept, grantedIDsBytes)
+	in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
+	in.settled.trim(now, settledIDsMaxAge, settledIDsKept, 0)
 	return in
 }
 
 func (w *bucketWorkflow) status(ctx workflow.Context) Status {
 	now := workflow.Now(ctx)
 	b := w.b.Due(now) // a query may not change the bucket
-	return Status{
+	st := Status{
 		Spec:       b.Spec(),
 		State:      b.State,
 		NextRefill: b.NextRefill(now),
 		Run:        w.in.run,
 		Updates:    w.updates,
 	}
+	if w.keyed() {
+		st.Keys, st.Emptiest = w.keysStatus(b, now)
+	}
+	return st
 }
 
 func invalidRequest(msg string) error {

@@ -18,6 +18,7 @@ type step struct {
 	refill    *Refill
 	configure *bucket.Spec
 	ret       *Return
+	settle    *Settle
 }
 
 func (s step) String() string {
@@ -28,6 +29,8 @@ func (s step) String() string {
 		return fmt.Sprintf("t+%v refill %+v", s.at, *s.refill)
 	case s.ret != nil:
 		return fmt.Sprintf("t+%v return %+v", s.at, *s.ret)
+	case s.settle != nil:
+		return fmt.Sprintf("t+%v settle %+v", s.at, *s.settle)
 	default:
 		return fmt.Sprintf("t+%v configure %+v", s.at, *s.configure)
 	}
@@ -35,12 +38,14 @@ func (s step) String() string {
 
 // randomSteps makes a sequence of acquires (valid and invalid costs, fresh
 // and repeated request IDs, sometimes a lease), returns of leases (some
-// twice, some late), refills (scheduled ticks, some delivered twice, and
-// manual amounts) and reconfigurations (raising and lowering the maximum).
+// twice, some late), settle-ups (refunds and charges, of granted requests
+// and of unknown ones, some repeated, some after a refill), refills
+// (scheduled ticks, some delivered twice, and manual amounts) and
+// reconfigurations (raising and lowering the maximum).
 func randomSteps(rng *rand.Rand, n int) []step {
 	var steps []step
 	at := time.Duration(0)
-	var ids, ticks, leases []string
+	var ids, ticks, leases, settles []string
 	maximum := int64(10)
 	for i := range n {
 		at += time.Duration(1+rng.IntN(400)) * time.Millisecond // strictly later: each step is observed alone
@@ -61,6 +66,14 @@ func randomSteps(rng *rand.Rand, n int) []step {
 				reqs = append(reqs, AcquireRequest{ID: id, Cost: 1 + rng.Int64N(4), Optional: true})
 			}
 			steps = append(steps, step{at: at, acquire: reqs})
+		case r < 7 && len(ids) > 0 && rng.IntN(2) == 0:
+			grant := ids[rng.IntN(len(ids))]
+			id := fmt.Sprintf("settle-%d", i)
+			if len(settles) > 0 && rng.IntN(4) == 0 {
+				id = settles[rng.IntN(len(settles))] // a settle-up sent again
+			}
+			settles = append(settles, id)
+			steps = append(steps, step{at: at, settle: &Settle{ID: id, Grant: grant, Tokens: rng.Int64N(13) - 8}})
 		case r < 7 && len(leases) > 0:
 			id := leases[len(leases)-1] // mostly the latest lease, still returnable
 			if rng.IntN(3) == 0 {
@@ -100,6 +113,11 @@ type model struct {
 	granted map[string]bool
 	ticks   map[string]bool
 	supply  int64 // initial tokens plus every token a refill added
+	// The workflow's ledger: when each request was granted and what a
+	// refund may still give back; the settle-ups applied.
+	grantedAt  map[string]time.Time
+	refundable map[string]int64
+	settled    map[string]bool
 }
 
 // applyDue applies the ticks the bucket may apply by itself, as the
@@ -135,6 +153,26 @@ func (m *model) apply(s step) []bool {
 		}
 	case s.ret != nil:
 		m.b.Return(now, s.ret.ID, s.ret.Tokens)
+	case s.settle != nil:
+		st := s.settle
+		if m.settled[st.ID] {
+			return nil
+		}
+		m.settled[st.ID] = true
+		switch {
+		case st.Tokens < 0:
+			if at, ok := m.grantedAt[st.Grant]; ok {
+				n := min(-st.Tokens, m.refundable[st.Grant])
+				m.refundable[st.Grant] -= n
+				if at.Before(m.b.LastTick) {
+					m.b.Unrefunded += n
+				} else {
+					m.b.Refund(n)
+				}
+			}
+		case st.Tokens > 0:
+			m.b.Charge(st.Tokens)
+		}
 	default:
 		costs := make([]int64, len(s.acquire))
 		seen := map[string]bool{}
@@ -159,6 +197,8 @@ func (m *model) apply(s step) []bool {
 			granted[i] = results[i].Granted || m.granted[r.ID] && costs[i] == 0 && !r.Optional && firstIndex(s.acquire, r.ID) == i
 			if results[i].Granted {
 				m.granted[r.ID] = true
+				m.grantedAt[r.ID] = now.Truncate(time.Millisecond)
+				m.refundable[r.ID] = costs[i]
 			}
 		}
 		for i, r := range s.acquire {
@@ -182,9 +222,16 @@ func firstIndex(reqs []AcquireRequest, id string) int {
 
 // TestRandomSequencesHoldTheInvariants drives the bucket workflow with random
 // sequences and checks after every step that 0 ≤ tokens ≤ maximum, that the
-// tokens granted never exceed the supply, and that the workflow and the pure
-// arithmetic, given the same sequence, agree on every grant and every token.
+// tokens granted, less those refunded, never exceed the supply, and that the
+// workflow and the pure arithmetic, given the same sequence, agree on every
+// grant, every token, every refund, charge and debt.
 func TestRandomSequencesHoldTheInvariants(t *testing.T) {
+	var refunded, charged int64 // over every sequence: the settle-ups were exercised
+	defer func() {
+		if !t.Failed() && (refunded == 0 || charged == 0) {
+			t.Errorf("the sequences refunded %d and charged %d tokens in all: settle-ups untested", refunded, charged)
+		}
+	}()
 	for seed := range uint64(60) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			steps := randomSteps(rand.New(rand.NewPCG(seed, 7)), 60)
@@ -194,7 +241,8 @@ func TestRandomSequencesHoldTheInvariants(t *testing.T) {
 				t.Fatal(err)
 			}
 			pure.Created = t0
-			m := &model{b: pure, granted: map[string]bool{}, ticks: map[string]bool{}, supply: start.Maximum}
+			m := &model{b: pure, granted: map[string]bool{}, ticks: map[string]bool{}, supply: start.Maximum,
+				grantedAt: map[string]time.Time{}, refundable: map[string]int64{}, settled: map[string]bool{}}
 
 			h := newHarness(t)
 			type observed struct {
@@ -212,6 +260,8 @@ func TestRandomSequencesHoldTheInvariants(t *testing.T) {
 						updates[i] = h.update(ConfigureUpdate, fmt.Sprint("c", i), *s.configure)
 					case s.ret != nil:
 						h.env.SignalWorkflow(ReturnSignal, *s.ret)
+					case s.settle != nil:
+						h.env.SignalWorkflow(SettleSignal, *s.settle)
 					default:
 						updates[i] = h.acquire(fmt.Sprint("u", i), s.acquire...)
 					}
@@ -232,12 +282,12 @@ func TestRandomSequencesHoldTheInvariants(t *testing.T) {
 				if st.Tokens < 0 || st.Tokens > st.Spec.Maximum {
 					t.Fatalf("step %d (%v): %d tokens, maximum %d", i, s, st.Tokens, st.Spec.Maximum)
 				}
-				if st.Granted > m.supply {
-					t.Fatalf("step %d (%v): %d tokens granted, only %d ever supplied", i, s, st.Granted, m.supply)
+				if st.Granted-st.Refunded > m.supply {
+					t.Fatalf("step %d (%v): %d tokens granted and %d refunded, only %d ever supplied", i, s, st.Granted, st.Refunded, m.supply)
 				}
-				if st.Tokens != m.b.Tokens || st.Granted != m.b.Granted {
-					t.Fatalf("step %d (%v): workflow has %d tokens and granted %d; the arithmetic says %d and %d",
-						i, s, st.Tokens, st.Granted, m.b.Tokens, m.b.Granted)
+				if st.Tokens != m.b.Tokens || st.Granted != m.b.Granted || st.Refunded != m.b.Refunded || st.Debt != m.b.Debt || st.Charged != m.b.Charged || st.Unrefunded != m.b.Unrefunded {
+					t.Fatalf("step %d (%v): workflow has %d tokens, granted %d, refunded %d, debt %d, charged %d; the arithmetic says %d, %d, %d, %d, %d",
+						i, s, st.Tokens, st.Granted, st.Refunded, st.Debt, st.Charged, m.b.Tokens, m.b.Granted, m.b.Refunded, m.b.Debt, m.b.Charged)
 				}
 				if s.acquire != nil {
 					if want == nil {
@@ -252,6 +302,8 @@ func TestRandomSequencesHoldTheInvariants(t *testing.T) {
 					}
 				}
 			}
+			refunded += m.b.Refunded
+			charged += m.b.Charged
 		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/tokenbucket/tb/bucket"
 )
 
 // scheduledStartTime is the search attribute a Temporal Schedule sets to the
@@ -22,26 +24,49 @@ var scheduledStartTime = temporal.NewSearchAttributeKeyTime("TemporalScheduledSt
 func RefillWorkflow(ctx workflow.Context, in RefillInput) error {
 	tick := nominalTime(ctx)
 	r := Refill{ID: tickID(tick), Tick: tick}
-	id := BucketID(in.Spec.Name)
-	err := signalBucket(ctx, id, r)
+	shards := in.Spec.ShardCount()
+	if shards == 0 {
+		return refillOne(ctx, in.Spec, BucketID(in.Spec.Name), BucketInput{Spec: in.Spec}, r, nil)
+	}
+	// A keyed bucket: one signal per shard, not per key, all sent at once.
+	sent := make([]workflow.Future, shards)
+	for i := range shards {
+		sent[i] = workflow.SignalExternalWorkflow(ctx, ShardID(in.Spec.Name, i), "", RefillSignal, r)
+	}
+	var errs []error
+	for i := range shards {
+		errs = append(errs, refillOne(ctx, in.Spec, ShardID(in.Spec.Name, i), BucketInput{Spec: in.Spec, Shard: i}, r, sent[i]))
+	}
+	return errors.Join(errs...)
+}
+
+// refillOne signals one bucket workflow (or waits for sent, the signal sent
+// already), starting it first if it is missing.
+func refillOne(ctx workflow.Context, spec bucket.Spec, id string, start BucketInput, r Refill, sent workflow.Future) error {
+	var err error
+	if sent != nil {
+		err = sent.Get(ctx, nil)
+	} else {
+		err = signalBucket(ctx, id, r)
+	}
 	var missing *temporal.UnknownExternalWorkflowExecutionError
 	if !errors.As(err, &missing) {
 		return err
 	}
-	workflow.GetLogger(ctx).Info("Bucket workflow not found; starting it", "bucket", in.Spec.Name)
+	workflow.GetLogger(ctx).Info("Bucket workflow not found; starting it", "bucket", spec.Name)
 	child := workflow.ExecuteChildWorkflow(workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID:            id,
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-		Memo:                  map[string]any{SpecMemo: in.Spec},
-	}), BucketWorkflowType, BucketInput{Spec: in.Spec})
+		Memo:                  map[string]any{SpecMemo: spec},
+	}), BucketWorkflowType, start)
 	if err := child.GetChildWorkflowExecution().Get(ctx, nil); err != nil && !temporal.IsWorkflowExecutionAlreadyStartedError(err) {
-		return fmt.Errorf("starting bucket %q: %w", in.Spec.Name, err)
+		return fmt.Errorf("starting bucket %q: %w", spec.Name, err)
 	}
 	if err := signalBucket(ctx, id, r); err != nil {
 		if errors.As(err, &missing) {
 			return temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("bucket %q was retired; run tb sync-schedules to remove its refill Schedule or to start it again", in.Spec.Name),
+				fmt.Sprintf("bucket %q was retired; run tb sync-schedules to remove its refill Schedule or to start it again", spec.Name),
 				ErrUnknownBucket, err)
 		}
 		return err

@@ -16,27 +16,36 @@ type BucketInput struct {
 	// MaxUpdatesPerRun continues the bucket as new after that many accepted
 	// updates (default DefaultMaxUpdatesPerRun); Temporal refuses more than 2000.
 	MaxUpdatesPerRun int `json:"maxUpdatesPerRun,omitempty"`
+	// Shard is, for a keyed bucket, which of its Spec.ShardCount() shards
+	// this workflow is: it holds the keys bucket.KeyShard puts there.
+	Shard int `json:"shard,omitempty"`
+
+	// keys are a keyed bucket's keys (at most MaxKeysPerShard).
+	keys map[string]bucket.KeyState
 
 	// What a run hands the next: the IDs of recently granted requests and of
 	// recently applied refills, so a retry is applied once even across runs,
 	// and the number of runs before this one.
-	granted, ticks recent
-	run            int
+	granted, ticks, settled recent
+	run                     int
 }
 
 // bucketInputJSON is BucketInput as it travels: every field, exported.
 type bucketInputJSON struct {
-	Spec             bucket.Spec   `json:"spec"`
-	State            *bucket.State `json:"state,omitempty"`
-	Granted          recent        `json:"granted,omitzero"`
-	Ticks            recent        `json:"ticks,omitzero"`
-	Run              int           `json:"run,omitempty"`
-	MaxUpdatesPerRun int           `json:"maxUpdatesPerRun,omitempty"`
+	Spec             bucket.Spec                `json:"spec"`
+	State            *bucket.State              `json:"state,omitempty"`
+	Granted          recent                     `json:"granted,omitzero"`
+	Ticks            recent                     `json:"ticks,omitzero"`
+	Settled          recent                     `json:"settled,omitzero"`
+	Run              int                        `json:"run,omitempty"`
+	MaxUpdatesPerRun int                        `json:"maxUpdatesPerRun,omitempty"`
+	Shard            int                        `json:"shard,omitempty"`
+	Keys             map[string]bucket.KeyState `json:"keys,omitempty"`
 }
 
 // MarshalJSON encodes the input with what the bucket carries.
 func (in BucketInput) MarshalJSON() ([]byte, error) {
-	return json.Marshal(bucketInputJSON{Spec: in.Spec, State: in.State, Granted: in.granted, Ticks: in.ticks, Run: in.run, MaxUpdatesPerRun: in.MaxUpdatesPerRun})
+	return json.Marshal(bucketInputJSON{Spec: in.Spec, State: in.State, Granted: in.granted, Ticks: in.ticks, Settled: in.settled, Run: in.run, MaxUpdatesPerRun: in.MaxUpdatesPerRun, Shard: in.Shard, Keys: in.keys})
 }
 
 // UnmarshalJSON decodes an input MarshalJSON encoded.
@@ -45,7 +54,7 @@ func (in *BucketInput) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	*in = BucketInput{Spec: w.Spec, State: w.State, MaxUpdatesPerRun: w.MaxUpdatesPerRun, granted: w.Granted, ticks: w.Ticks, run: w.Run}
+	*in = BucketInput{Spec: w.Spec, State: w.State, MaxUpdatesPerRun: w.MaxUpdatesPerRun, granted: w.Granted, ticks: w.Ticks, settled: w.Settled, run: w.Run, Shard: w.Shard, keys: w.Keys}
 	return nil
 }
 
@@ -67,6 +76,9 @@ const MaxIDLength = 64
 type AcquireRequest struct {
 	ID   string `json:"id"`
 	Cost int64  `json:"cost"`
+	// Key names the key of a keyed bucket the tokens come from; "" for a
+	// bucket that is not keyed.
+	Key string `json:"key,omitempty"`
 	// Optional asks for a lease: tokens the sender hands out itself until the
 	// next tick, granted only when the bucket is rich, never counted as denied.
 	// At most one optional request of a batch is lent.
@@ -91,6 +103,12 @@ type Outcome struct {
 	RetryAfter time.Duration `json:"retryAfter,omitempty"`
 	// Invalid says why the request can never be granted.
 	Invalid string `json:"invalid,omitempty"`
+	// Shadow: granted only because the bucket is in shadow mode; enforcing,
+	// it would have been refused.
+	Shadow bool `json:"shadow,omitempty"`
+	// KeyTokens is, in a keyed bucket, the tokens the request's key held
+	// once the request was handled (the response's Tokens are the shard's).
+	KeyTokens *int64 `json:"keyTokens,omitempty"`
 }
 
 // AcquireResponse answers an acquire update, and is the detail of the
@@ -116,6 +134,33 @@ type AcquireResponse struct {
 	LeaseFor time.Duration `json:"leaseFor,omitempty"`
 }
 
+// Settle is the settle signal: a grant's tokens given back (Tokens < 0: the
+// activity did not run, or used fewer), or more charged (Tokens > 0: it used
+// more than it was granted). ID names the settle-up, which is applied once;
+// Grant is the request ID of the grant. A refund is applied only while the
+// window the grant was made in lasts (a refill since has restored the bucket
+// already), and never more than the grant's cost; a charge takes what the
+// bucket holds and leaves the rest as a debt the next refills pay.
+type Settle struct {
+	ID     string `json:"id"`
+	Grant  string `json:"grant"`
+	Tokens int64  `json:"tokens"`
+	// Key is the key of a keyed bucket the grant was made from.
+	Key string `json:"key,omitempty"`
+}
+
+// Upstream is the upstream signal: what the API behind the bucket said about
+// its quota. PauseFor (a 429's Retry-After) makes the bucket grant nothing for
+// that long from when it takes the signal; Remaining lowers its tokens to at
+// most that many. ID names the report, which is applied once.
+type Upstream struct {
+	ID        string        `json:"id"`
+	PauseFor  time.Duration `json:"pauseFor,omitempty"`
+	Remaining *int64        `json:"remaining,omitempty"`
+	// Key is the key of a keyed bucket the upstream spoke of: it alone pauses.
+	Key string `json:"key,omitempty"`
+}
+
 // Report is the report signal: tokens an acquirer saw refused by the acquire
 // validator and could not report in an accepted batch (see
 // AcquireBatch.Rejected). The bucket adds them to its Denied count.
@@ -139,6 +184,8 @@ type Refill struct {
 	Tick time.Time `json:"tick,omitzero"`
 	// Amount of tokens to add; 0 means the bucket's amount.
 	Amount int64 `json:"amount,omitempty"`
+	// Key, for a manual refill of a keyed bucket, is the key to top up.
+	Key string `json:"key,omitempty"`
 }
 
 // RefillInput is the argument a refill Schedule passes to each refill
@@ -158,4 +205,20 @@ type Status struct {
 	Run int `json:"run"`
 	// Updates accepted in the current run.
 	Updates int `json:"updates"`
+	// Keys is, for a shard of a keyed bucket, how many keys it holds, and
+	// Emptiest the keys with the fewest tokens.
+	Keys     int         `json:"keys,omitempty"`
+	Emptiest []KeyStatus `json:"emptiest,omitempty"`
+}
+
+// KeyStatus answers the key query: one key of a keyed bucket.
+type KeyStatus struct {
+	Key string `json:"key"`
+	// Held is false for a key the shard does not hold: it is at its starting level.
+	Held        bool      `json:"held"`
+	Tokens      int64     `json:"tokens"`
+	Debt        int64     `json:"debt,omitempty"`
+	PausedUntil time.Time `json:"pausedUntil,omitzero"`
+	Used        time.Time `json:"used,omitzero"`
+	NextRefill  time.Time `json:"nextRefill,omitzero"`
 }

@@ -19,4 +19,8 @@ const (
 	// the next tick by itself when its time comes (bucket.Bucket.Authorize).
 	// Before it, every tick waited for its own refill.
 	changeAuthorizeNext = "authorize-next"
+	// changeLedger: a run remembers the cost of each grant (what a settle
+	// signal may refund) and keeps granted request IDs an hour instead of a
+	// minute, for settle-ups of long calls. Checked once, when a run starts.
+	changeLedger = "ledger"
 )

@@ -260,7 +260,7 @@ func drainOnce(ctx context.Context, e *env, limiter string, rep, n int, phase ti
 			if err != nil {
 				return drainResult{}, err
 			}
-			ic, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{drainActivity: {Bucket: spec.Name, Cost: 1}}, Limiter: acq})
+			ic, err := interceptor.New(interceptor.Options{Guards: map[string][]bucket.Guard{drainActivity: {{Bucket: spec.Name, Cost: 1}}}, Limiter: acq})
 			if err != nil {
 				return drainResult{}, err
 			}

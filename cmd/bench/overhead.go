@@ -72,7 +72,7 @@ func runOverhead(ctx context.Context, cfg config) ([]OverheadRow, error) {
 	if err := e.startBucket(ctx, plenty, 0); err != nil {
 		return nil, err
 	}
-	guards := map[string]bucket.Guard{noopActivity: {Bucket: plenty.Name, Cost: 1}}
+	guards := map[string][]bucket.Guard{noopActivity: {{Bucket: plenty.Name, Cost: 1}}}
 	for _, q := range []struct {
 		name  string
 		lease int64 // -1: no interceptor

@@ -29,6 +29,7 @@ type devCommand struct {
 	headless  bool
 	demo      bool
 	demoJobs  int
+	demoLimit int64
 	interval  time.Duration
 	logLevel  string
 }
@@ -53,6 +54,7 @@ Ctrl-C stops everything.`,
 	f.BoolVar(&d.headless, "headless", false, "do not start the Web UI")
 	f.BoolVar(&d.demo, "demo", false, "run a demo workload against a simulated quota-limited API")
 	f.IntVar(&d.demoJobs, "demo-jobs", 20, "demo jobs kept running at once")
+	f.Int64Var(&d.demoLimit, "demo-api-limit", 0, "calls the demo API really allows per refill of its bucket, fewer than the bucket believes to see tb pause on its 429s (default: the bucket's maximum)")
 	f.DurationVar(&d.interval, "interval", time.Second, "refresh interval of the live table")
 	f.StringVar(&d.logLevel, "log-level", "error", "server and worker log level: debug, info, warn or error")
 	return cmd
@@ -136,7 +138,7 @@ func (d *devCommand) run(cmd *cobra.Command, _ []string) error {
 		return nil
 	}
 	demoCtx, stopDemo := context.WithCancel(ctx)
-	run, err := demo.Start(demoCtx, c, demoSpec, demo.Options{Jobs: d.demoJobs})
+	run, err := demo.Start(demoCtx, c, demoSpec, demo.Options{Jobs: d.demoJobs, APILimit: d.demoLimit})
 	if err != nil {
 		stopDemo()
 		return err
@@ -160,14 +162,14 @@ func (d *devCommand) demoBucket(cfg *bucket.Config) (bucket.Spec, bool) {
 	if !d.demo {
 		return bucket.Spec{}, false
 	}
-	if g, ok := cfg.Guards[activities.DemoActivity]; ok {
-		if spec, ok := cfg.Bucket(g.Bucket); ok {
+	if gs, ok := cfg.Guards[activities.DemoActivity]; ok {
+		if spec, ok := cfg.Bucket(gs[0].Bucket); ok {
 			return spec, false
 		}
 	}
 	spec := demo.DefaultBucket
 	cfg.Buckets = append(cfg.Buckets, spec)
-	cfg.Guards[activities.DemoActivity] = bucket.Guard{Bucket: spec.Name, Cost: 1}
+	cfg.Guards[activities.DemoActivity] = []bucket.Guard{{Bucket: spec.Name, Cost: 1}}
 	return spec, true
 }
 
@@ -192,7 +194,7 @@ func (d *devCommand) live(ctx context.Context, out io.Writer, query func() []buc
 		}
 		secs := now.Sub(prevAt).Seconds()
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "%s\nBUCKET\tTOKENS\tGRANTED/S\tDENIED/S\tNEXT REFILL\tGRANTED\tDENIED\n", now.Format("15:04:05"))
+		fmt.Fprintf(tw, "%s\nBUCKET\tTOKENS\tGRANTED/S\tDENIED/S\tNEXT REFILL\tGRANTED\tDENIED\tPAUSES\tPAUSED\n", now.Format("15:04:05"))
 		for _, r := range rows {
 			if r.State == nil {
 				fmt.Fprintf(tw, "%s\t%s\n", r.Bucket, r.Error)
@@ -205,15 +207,19 @@ func (d *devCommand) live(ctx context.Context, out io.Writer, query func() []buc
 				prev[r.Bucket] = &workflows.Status{}
 			}
 			p := prev[r.Bucket]
-			fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%d\t%d\n", r.Bucket, st.Tokens, st.Spec.Maximum,
-				rate(st.Granted, p.Granted), rate(st.Denied, p.Denied), relative(st.NextRefill, now), st.Granted, st.Denied)
+			paused := "-"
+			if st.PausedUntil.After(now) {
+				paused = relative(st.PausedUntil, now)
+			}
+			fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Bucket, st.Tokens, st.Spec.Maximum,
+				rate(st.Granted, p.Granted), rate(st.Denied, p.Denied), relative(st.NextRefill, now), st.Granted, st.Denied, st.Pauses, paused)
 			*p = *st
 		}
 		tw.Flush()
 		ok, over := run.API.Counts()
 		done, failed := run.Counts()
-		fmt.Fprintf(out, "demo API (%s: %d per refill of %s): %d calls answered, %d refused with 429; jobs: %d done, %d failed\n\n",
-			run.Bucket.Name, run.Bucket.Maximum, run.Bucket.Schedule, ok, over, done, failed)
+		fmt.Fprintf(out, "demo API (%s: %d per refill of %s, the API allows %d): %d calls answered, %d refused with 429; jobs: %d done, %d failed\n\n",
+			run.Bucket.Name, run.Bucket.Maximum, run.Bucket.Schedule, run.APILimit, ok, over, done, failed)
 		prevAt = now
 	}
 }

@@ -210,7 +210,7 @@ func TestServerRestartKeepsBucketsAndRetries(t *testing.T) {
 	idle := bucket.Spec{Name: "restart_idle", Schedule: "@yearly", Amount: 10, Maximum: 10}
 	relSync(t, c, spec, idle)
 	// Every denial fails the attempt, to be retried when tokens are expected.
-	ic, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{relActivity: {Bucket: spec.Name, Cost: 1}}, MaxWait: -1})
+	ic, err := interceptor.New(interceptor.Options{Guards: map[string][]bucket.Guard{relActivity: {{Bucket: spec.Name, Cost: 1}}}, MaxWait: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func TestTemporalUnreachableFailsClosed(t *testing.T) {
 	spec := bucket.Spec{Name: "unreachable", Schedule: "@every 1s", Amount: 10, Maximum: 10}
 	relSync(t, c, spec)
 	ic, err := interceptor.New(interceptor.Options{
-		Guards:          map[string]bucket.Guard{relActivity: {Bucket: spec.Name, Cost: 1}},
+		Guards:          map[string][]bucket.Guard{relActivity: {{Bucket: spec.Name, Cost: 1}}},
 		AcquirerOptions: interceptor.AcquirerOptions{Timeout: timeout},
 	})
 	if err != nil {

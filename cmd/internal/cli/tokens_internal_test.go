@@ -52,7 +52,7 @@ func TestTokensTableKeepsColumns(t *testing.T) {
 		return s
 	}
 	header := starts(lines[0])
-	if len(header) != 8 {
+	if len(header) != 12 {
 		t.Fatalf("header has %d columns: %q", len(header), lines[0])
 	}
 	for i, line := range lines[1:] {

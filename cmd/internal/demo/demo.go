@@ -46,12 +46,17 @@ type Options struct {
 	Jobs int
 	// Latency bounds the API's simulated response time. Default 50ms.
 	Latency time.Duration
+	// APILimit is how many calls the API allows per refill window; fewer
+	// than the bucket's maximum makes it answer 429s, which tb's pause
+	// follows. Default: the bucket's maximum.
+	APILimit int64
 }
 
 // Demo is a running demo workload.
 type Demo struct {
 	API       *activities.DemoAPI
 	Bucket    bucket.Spec
+	APILimit  int64
 	completed atomic.Int64
 	failed    atomic.Int64
 	w         worker.Worker
@@ -67,11 +72,14 @@ func Start(ctx context.Context, c client.Client, spec bucket.Spec, opts Options)
 	if opts.Latency <= 0 {
 		opts.Latency = 50 * time.Millisecond
 	}
-	api, err := activities.NewDemoAPI(spec, opts.Latency)
+	if opts.APILimit <= 0 {
+		opts.APILimit = spec.Maximum
+	}
+	api, err := activities.NewDemoAPI(spec, opts.Latency, opts.APILimit)
 	if err != nil {
 		return nil, err
 	}
-	ic, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{activities.DemoActivity: {Bucket: spec.Name, Cost: 1}}})
+	ic, err := interceptor.New(interceptor.Options{Guards: map[string][]bucket.Guard{activities.DemoActivity: {{Bucket: spec.Name, Cost: 1}}}})
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +92,7 @@ func Start(ctx context.Context, c client.Client, spec bucket.Spec, opts Options)
 	if err := w.Start(); err != nil {
 		return nil, fmt.Errorf("starting the demo worker: %w", err)
 	}
-	d := &Demo{API: api, Bucket: spec, w: w}
+	d := &Demo{API: api, Bucket: spec, APILimit: opts.APILimit, w: w}
 	for i := range opts.Jobs {
 		d.wg.Add(1)
 		go d.loop(ctx, c, i)

@@ -75,7 +75,7 @@ func CallOnce(ctx workflow.Context) error {
 func startAppWorkers(t *testing.T, s *testserver.Server, n, slots int, bucketName string, rec *recorder) {
 	t.Helper()
 	for range n {
-		ic, err := interceptor.New(interceptor.Options{Guards: map[string]bucket.Guard{"CallAPI": {Bucket: bucketName, Cost: 1}}})
+		ic, err := interceptor.New(interceptor.Options{Guards: map[string][]bucket.Guard{"CallAPI": {{Bucket: bucketName, Cost: 1}}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,15 +47,17 @@ type helperConfig struct {
 	Address   string `json:"address"`
 	Namespace string `json:"namespace"`
 	Bucket    string `json:"bucket"`
+	// Then, when set, the activity also draws from this bucket, after Bucket.
+	Then      string `json:"then,omitempty"`
 	TaskQueue string `json:"taskQueue"`
 	Slots     int    `json:"slots"`
 	// StartsFile receives one line per acquire update that granted tokens to
 	// this process, and one per guarded activity body run.
 	StartsFile string `json:"startsFile"`
 	// HoldAfter > 0: once this process has been granted at least HoldAfter
-	// tokens, the acquire update that crossed it is completed by the bucket but
-	// its answer is never handed to the waiting activities; a line in HoldFile
-	// says so, and the process waits to be killed.
+	// tokens of Bucket, the acquire update that crossed it is completed by the
+	// bucket but its answer is never handed to the waiting activities; a line
+	// in HoldFile says so, and the process waits to be killed.
 	HoldAfter int64  `json:"holdAfter,omitempty"`
 	HoldFile  string `json:"holdFile,omitempty"`
 }
@@ -108,8 +110,12 @@ func TestHelperWorkerProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	guards := []bucket.Guard{{Bucket: cfg.Bucket, Cost: 1}}
+	if cfg.Then != "" {
+		guards = append(guards, bucket.Guard{Bucket: cfg.Then, Cost: 1})
+	}
 	ic, err := interceptor.New(interceptor.Options{
-		Guards:  map[string]bucket.Guard{crashActivityType: {Bucket: cfg.Bucket, Cost: 1}},
+		Guards:  map[string][]bucket.Guard{crashActivityType: guards},
 		Limiter: acq,
 	})
 	if err != nil {
@@ -125,6 +131,9 @@ func TestHelperWorkerProcess(t *testing.T) {
 		now := time.Now()
 		info := activity.GetInfo(ctx)
 		grant, ok := interceptor.GrantFromContext(ctx)
+		if n := len(interceptor.GrantsFromContext(ctx)); n != len(guards) {
+			ok = false
+		}
 		if !ok {
 			fmt.Fprintf(starts, "nogrant - %s %d %s %d\n", now.Format(time.RFC3339Nano), pid, info.WorkflowExecution.ID, info.Attempt)
 			return temporal.NewNonRetryableApplicationError("ran without a grant", "NoGrant", nil)
@@ -163,12 +172,13 @@ func (u *holdingUpdater) UpdateWorkflow(ctx context.Context, o client.UpdateWork
 	if err != nil {
 		return nil, err
 	}
-	return &holdingHandle{WorkflowUpdateHandle: h, u: u}, nil
+	return &holdingHandle{WorkflowUpdateHandle: h, u: u, bucket: o.WorkflowID == workflows.BucketID(u.cfg.Bucket)}, nil
 }
 
 type holdingHandle struct {
 	client.WorkflowUpdateHandle
-	u *holdingUpdater
+	u      *holdingUpdater
+	bucket bool // an update of cfg.Bucket, whose grants count towards HoldAfter
 }
 
 func (h *holdingHandle) Get(ctx context.Context, v any) error {
@@ -186,6 +196,9 @@ func (h *holdingHandle) Get(ctx context.Context, v any) error {
 		}
 	}
 	u := h.u
+	if !h.bucket {
+		return nil
+	}
 	if n > 0 {
 		if _, err := fmt.Fprintf(u.log, "grant %d %d\n", n, os.Getpid()); err != nil {
 			return err

@@ -1,0 +1,59 @@
+package interceptor
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestParseHTTP(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	n := func(v int64) *int64 { return &v }
+	for _, tt := range []struct {
+		name     string
+		status   int
+		headers  map[string]string
+		pause    time.Duration
+		remain   *int64
+		problems int
+	}{
+		{"429 with Retry-After seconds", 429, map[string]string{"Retry-After": "30"}, 30 * time.Second, nil, 0},
+		{"503 with Retry-After as an HTTP date", 503, map[string]string{"Retry-After": now.Add(90 * time.Second).Format(http.TimeFormat)}, 90 * time.Second, nil, 0},
+		{"Retry-After capped at the most pause", 429, map[string]string{"Retry-After": "7200"}, time.Hour, nil, 0},
+		{"Retry-After in the past", 429, map[string]string{"Retry-After": now.Add(-time.Minute).Format(http.TimeFormat)}, 0, n(0), 0},
+		{"Retry-After negative", 429, map[string]string{"Retry-After": "-5"}, 0, n(0), 1},
+		{"Retry-After not a number", 429, map[string]string{"Retry-After": "soon"}, 0, n(0), 1},
+		{"Retry-After years away", 429, map[string]string{"Retry-After": "99999999"}, 0, n(0), 1},
+		{"Retry-After a date years away", 429, map[string]string{"Retry-After": now.AddDate(3, 0, 0).Format(http.TimeFormat)}, 0, n(0), 1},
+		{"Retry-After overflowing", 429, map[string]string{"Retry-After": "999999999999999999999"}, 0, n(0), 1},
+		{"IETF draft: nothing left until the reset", 200, map[string]string{"RateLimit-Remaining": "0", "RateLimit-Reset": "12"}, 12 * time.Second, n(0), 0},
+		{"IETF draft: some left", 200, map[string]string{"RateLimit-Remaining": "7", "RateLimit-Reset": "12"}, 0, n(7), 0},
+		{"GitHub: a Unix reset", 403, map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1796126460"}, time.Unix(1796126460, 0).Sub(now), n(0), 0},
+		{"GitHub: a Unix reset years away", 200, map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4102444800"}, 0, n(0), 1},
+		{"remaining not a number", 200, map[string]string{"RateLimit-Remaining": "lots"}, 0, nil, 1},
+		{"remaining negative", 200, map[string]string{"X-RateLimit-Remaining": "-1"}, 0, nil, 1},
+		{"a 429 that says nothing", 429, nil, 0, n(0), 0},
+		{"a 200 that says nothing", 200, nil, 0, nil, 0},
+		{"Retry-After and remaining together", 429, map[string]string{"Retry-After": "5", "RateLimit-Remaining": "0", "RateLimit-Reset": "20"}, 20 * time.Second, n(0), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tt.headers {
+				h.Set(k, v)
+			}
+			u, problems := ParseHTTP(tt.status, h, now, DefaultMaxPause)
+			if u.Pause != tt.pause {
+				t.Errorf("pause %v, want %v", u.Pause, tt.pause)
+			}
+			switch {
+			case (u.Remaining == nil) != (tt.remain == nil):
+				t.Errorf("remaining %v, want %v", u.Remaining, tt.remain)
+			case u.Remaining != nil && *u.Remaining != *tt.remain:
+				t.Errorf("remaining %d, want %d", *u.Remaining, *tt.remain)
+			}
+			if len(problems) != tt.problems {
+				t.Errorf("problems %q, want %d", problems, tt.problems)
+			}
+		})
+	}
+}
