@@ -1,7 +1,7 @@
 // Command bench measures tb on an embedded Temporal server and prints a
 // markdown report of ratios measured side by side in one run:
 //
-//	go run ./bench                  # the whole set, ~11 minutes on 2 cores
+//	go run ./bench                  # the whole set, ~17 minutes on 2 cores
 //	go run ./bench -long            # larger workloads, more repetitions
 //	go run ./bench -only overhead,drain -json results.json
 package main
@@ -53,9 +53,10 @@ type Report struct {
 	Fleet       []FleetRow      `json:"fleet,omitempty"`
 	Refill      *RefillResult   `json:"refill,omitempty"`
 	Many        []ManyResult    `json:"manyBuckets,omitempty"`
+	Stacked     *StackedResult  `json:"stacked,omitempty"`
 }
 
-var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many"}
+var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many", "stacked"}
 
 func main() {
 	if isWorkerProcess() {
@@ -98,6 +99,8 @@ func main() {
 			report.Refill, err = runRefill(ctx, cfg)
 		case "many":
 			report.Many, err = runMany(ctx, cfg)
+		case "stacked":
+			report.Stacked, err = runStacked(ctx, cfg)
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", name, err)

@@ -134,6 +134,39 @@ func printMarkdown(w io.Writer, r *Report) {
 		}
 		fmt.Fprintf(w, "\nGoal: the last refill ≤ %v late (effective lag, every bucket) — %s.\n\n", onTimeWithin, verdict(known && worst <= ms(onTimeWithin), detail))
 	}
+	if r.Stacked != nil {
+		printStacked(w, r.Stacked)
+	}
+}
+
+func printStacked(w io.Writer, s *StackedResult) {
+	if len(s.Throughput) > 0 {
+		fmt.Fprintf(w, "## Stacked limits: each call acquires from two buckets in turn, against one bucket; callers on the acquirer directly\n\n")
+		fmt.Fprintf(w, "| processes | callers | one bucket: grants/s (mean) | p50 / p99 | two buckets: grants/s (mean) | p50 / p99 | **two ÷ one** | ResourceExhausted (one / two) | errors (one / two) | denials (one / two) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, t := range s.Throughput {
+			ratio := fmt.Sprintf("**%.2f×**", t.TwoVsOne)
+			if t.One.MeanGrantsPerSec == 0 {
+				ratio = "**–** (one bucket granted nothing)"
+			}
+			fmt.Fprintf(w, "| %d | %d | %.0f (%.0f) | %s / %s | %.0f (%.0f) | %s / %s | %s | %d / %d | %d / %d | %d / %d |\n",
+				t.Processes, t.Callers, t.One.GrantsPerSec, t.One.MeanGrantsPerSec, latency(t.One.P50ms), latency(t.One.P99ms),
+				t.Two.GrantsPerSec, t.Two.MeanGrantsPerSec, latency(t.Two.P50ms), latency(t.Two.P99ms), ratio,
+				t.One.ResourceExhausted, t.Two.ResourceExhausted, t.One.Errors, t.Two.Errors, t.One.Denied, t.Two.Denied)
+		}
+		fmt.Fprintln(w, "\nEach cell runs on a fresh server with both buckets (plenty of tokens, never refilled). A call on two buckets is granted when both granted it, and its latency is both acquires'. Grants per second: the median of one-second windows, and in brackets the mean over the run, which the ratio uses.")
+		fmt.Fprintln(w)
+	}
+	if len(s.Overhead) > 0 {
+		fmt.Fprintf(w, "### Stacked guards: one no-op activity guarded by two buckets, against one, and the interceptor off\n\n")
+		fmt.Fprintf(w, "| concurrent workflows | pause between | workflows × reps | off p50 / p99 | one guard p50 / p99 | two guards p50 / p99 | **two ÷ one** p50 / p99 | one ÷ off p50 / p99 | two ÷ off p50 / p99 | results late by the 20 s long poll (off / one / two) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, o := range s.Overhead {
+			fmt.Fprintf(w, "| %d | %.0f ms | %d × %d | %.1f / %.1f ms | %.1f / %.1f ms | %.1f / %.1f ms | **%.2f×** / %.2f× | %.2f× / %.2f× | %.2f× / %.2f× | %d / %d / %d |\n",
+				o.Concurrency, o.PauseMs, o.Workflows, o.Reps, o.OffP50ms, o.OffP99ms, o.OneP50ms, o.OneP99ms, o.TwoP50ms, o.TwoP99ms,
+				o.TwoVsOneP50, o.TwoVsOneP99, o.OneVsOffP50, o.OneVsOffP99, o.TwoVsOffP50, o.TwoVsOffP99, o.SlowOff, o.SlowOne, o.SlowTwo)
+		}
+		fmt.Fprintln(w, "\nAs the overhead table: latency from the client's start call to the close the server recorded; ratios are medians of per-repetition ratios; the modes rotate order between repetitions; tb's default options (no lease). The interceptor acquires the two guards in turn.")
+		fmt.Fprintln(w)
+	}
 }
 
 // verdict says whether a goal was met, and if not, by what.
