@@ -54,9 +54,10 @@ type Report struct {
 	Refill      *RefillResult   `json:"refill,omitempty"`
 	Many        []ManyResult    `json:"manyBuckets,omitempty"`
 	Stacked     *StackedResult  `json:"stacked,omitempty"`
+	Keyed       *KeyedResult    `json:"keyed,omitempty"`
 }
 
-var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many", "stacked"}
+var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many", "stacked", "keyed"}
 
 func main() {
 	if isWorkerProcess() {
@@ -101,6 +102,8 @@ func main() {
 			report.Many, err = runMany(ctx, cfg)
 		case "stacked":
 			report.Stacked, err = runStacked(ctx, cfg)
+		case "keyed":
+			report.Keyed, err = runKeyed(ctx, cfg)
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", name, err)

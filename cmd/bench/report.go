@@ -137,6 +137,9 @@ func printMarkdown(w io.Writer, r *Report) {
 	if r.Stacked != nil {
 		printStacked(w, r.Stacked)
 	}
+	if r.Keyed != nil {
+		printKeyed(w, r.Keyed)
+	}
 }
 
 func printStacked(w io.Writer, s *StackedResult) {
@@ -167,6 +170,25 @@ func printStacked(w io.Writer, s *StackedResult) {
 		fmt.Fprintln(w, "\nAs the overhead table: latency from the client's start call to the close the server recorded; ratios are medians of per-repetition ratios; the modes rotate order between repetitions; tb's default options (no lease). The interceptor acquires the two guards in turn.")
 		fmt.Fprintln(w)
 	}
+}
+
+func printKeyed(w io.Writer, k *KeyedResult) {
+	fmt.Fprintf(w, "## Keyed bucket: %d callers over %d processes, each call naming one of %d keys at random, against one unkeyed bucket\n\n", k.Callers, k.Processes, k.Keys)
+	fmt.Fprintf(w, "| shards | unkeyed: grants/s (mean) | p50 / p99 | keyed: grants/s (mean) | p50 / p99 | **keyed ÷ unkeyed** | ResourceExhausted (unkeyed / keyed) | errors (unkeyed / keyed) | denials (unkeyed / keyed) | keys granted | keys each shard holds |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	ratio := fmt.Sprintf("**%.2f×**", k.KeyedVsUnkeyed)
+	if k.Unkeyed.MeanGrantsPerSec == 0 {
+		ratio = "**–** (unkeyed granted nothing)"
+	}
+	shards := make([]string, len(k.ShardKeys))
+	for i, n := range k.ShardKeys {
+		shards[i] = fmt.Sprint(n)
+	}
+	fmt.Fprintf(w, "| %d | %.0f (%.0f) | %s / %s | %.0f (%.0f) | %s / %s | %s | %d / %d | %d / %d | %d / %d | %d of %d | %s |\n",
+		k.Shards, k.Unkeyed.GrantsPerSec, k.Unkeyed.MeanGrantsPerSec, latency(k.Unkeyed.P50ms), latency(k.Unkeyed.P99ms),
+		k.Keyed.GrantsPerSec, k.Keyed.MeanGrantsPerSec, latency(k.Keyed.P50ms), latency(k.Keyed.P99ms), ratio,
+		k.Unkeyed.ResourceExhausted, k.Keyed.ResourceExhausted, k.Unkeyed.Errors, k.Keyed.Errors, k.Unkeyed.Denied, k.Keyed.Denied,
+		k.KeysTouched, k.Keys, strings.Join(shards, " / "))
+	fmt.Fprintf(w, "\nEach mode runs %.0f s on a fresh server, its bucket created by operator.Apply with plenty of tokens (per key, when keyed) and never refilled. Keys are drawn uniformly, from a fixed sequence per caller. Keys granted counts those granted at least once, warm-up included; a shard's keys are its state query's. Grants per second: the median of one-second windows, and in brackets the mean over the run, which the ratio uses.\n\n", k.Seconds)
 }
 
 // verdict says whether a goal was met, and if not, by what.
