@@ -43,6 +43,12 @@ type AcquirerOptions struct {
 	// dies holding a lease loses it: at most Lease tokens per bucket, never
 	// granted twice. Default 0: every grant is a round trip.
 	Lease int64
+	// MetricsHandler records the Updates sent (MetricAcquireUpdates,
+	// MetricAcquireUpdateRequests). Default: none recorded, since a
+	// client.Client does not expose its handler: pass the one given to
+	// client.Options.MetricsHandler. The interceptor's own Acquirers record
+	// through the handler of the worker's client.
+	MetricsHandler client.MetricsHandler
 }
 
 // leaseMargin ends a lease that long before the bucket's window ends, so the
@@ -69,6 +75,7 @@ type Acquirer struct {
 	now  func() time.Time // the process's clock; leases are timed on it alone
 	// reportDelay and attemptTimeout, which tests shorten.
 	reportDelay, attemptTimeout time.Duration
+	metrics                     acquirerMetrics
 
 	mu      sync.Mutex
 	queues  map[string]*queue // by bucket name
@@ -160,7 +167,7 @@ func NewAcquirer(c Updater, opts AcquirerOptions) (*Acquirer, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, attemptTimeout: attemptTimeout, queues: map[string]*queue{}}, nil
+	return &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, attemptTimeout: attemptTimeout, metrics: newAcquirerMetrics(opts.MetricsHandler), queues: map[string]*queue{}}, nil
 }
 
 func (o *AcquirerOptions) setDefaults() error {
@@ -343,6 +350,7 @@ func (a *Acquirer) drain(q *queue) {
 		a.mu.Unlock()
 
 		sent := a.now()
+		a.metrics.update(q.bucket, len(batch))
 		resp, lent, unreported, refusedFor := a.send(q, batch, rejected, borrow)
 		a.mu.Lock()
 		q.rejected += unreported

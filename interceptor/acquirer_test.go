@@ -29,6 +29,7 @@ type fakeBucket struct {
 	updateIDs   []string
 	returns     []workflows.Return
 	reports     []workflows.Report
+	settles     []workflows.Settle
 	inFlight    int
 	maxInFlight int
 }
@@ -68,6 +69,8 @@ func (f *fakeBucket) SignalWorkflow(_ context.Context, _, _, name string, arg an
 		f.returns = append(f.returns, arg.(workflows.Return))
 	case workflows.ReportSignal:
 		f.reports = append(f.reports, arg.(workflows.Report))
+	case workflows.SettleSignal:
+		f.settles = append(f.settles, arg.(workflows.Settle))
 	}
 	return nil
 }

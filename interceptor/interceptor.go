@@ -202,6 +202,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 		return nil, err
 	}
 	h := &held{ic: i, lim: lim, id: requestID(info), key: key, guards: guards, grants: make([]Grant, len(guards))}
+	m := metricsFor(ctx)
 	got := make([]bool, len(guards))
 	for {
 		var denials []Denial
@@ -209,7 +210,7 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			if got[k] {
 				continue
 			}
-			d, err := h.acquire(ctx, g)
+			d, err := m.acquire(g.Bucket, g.Cost, func() (Decision, error) { return h.acquire(ctx, g) })
 			if err != nil {
 				i.giveBack(ctx, h, got)
 				return nil, err
@@ -217,6 +218,17 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			gkey := ""
 			if g.Shards > 0 {
 				gkey = key
+			}
+			if d.Granted && !d.Shadow {
+				if until := pausedHere(lim, g); !until.IsZero() {
+					// Granted before this process heard that the upstream
+					// paused: the call would be refused. Give the tokens back
+					// and come back when the pause ends. Not waited out here:
+					// asked again, the request would be answered as granted.
+					got[k], h.grants[k] = true, Grant{Bucket: g.Bucket, Cost: g.Cost}
+					i.giveBack(ctx, h, got)
+					return nil, m.denied(i.rateLimited([]Denial{{Bucket: g.Bucket, Cost: g.Cost, RetryAfter: max(time.Until(until), minRetryDelay), NextRefill: d.NextRefill}}))
+				}
 			}
 			if d.Granted {
 				got[k] = true
@@ -229,9 +241,9 @@ func (i *Interceptor) take(ctx context.Context, info activity.Info, guards []buc
 			return h, nil
 		}
 		longest := slices.MaxFunc(denials, func(a, b Denial) int { return cmp.Compare(a.RetryAfter, b.RetryAfter) })
-		if !i.wait(ctx, info, longest.RetryAfter) {
+		if !m.wait(longest.Bucket, func() bool { return i.wait(ctx, info, longest.RetryAfter) }) {
 			i.giveBack(ctx, h, got)
-			return nil, i.rateLimited(denials)
+			return nil, m.denied(i.rateLimited(denials))
 		}
 	}
 }
@@ -424,7 +436,7 @@ func (i *Interceptor) limiter(ctx context.Context) (Limiter, error) {
 	}
 	a := i.acquirers[c]
 	if a == nil {
-		a, _ = NewAcquirer(c, i.opts.AcquirerOptions) // options were checked in New
+		a, _ = NewAcquirer(c, i.acquirerOptions(ctx)) // options were checked in New
 		i.acquirers[c] = a
 	}
 	return a, nil

@@ -13,6 +13,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
+	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/workflows"
 )
 
@@ -257,3 +258,25 @@ func (a *Acquirer) ReportKey(ctx context.Context, k Key, id string, u Upstream) 
 }
 
 var _ Reporter = (*Acquirer)(nil)
+
+// pausedUntil returns when a pause of the named bucket that this process
+// reported ends, or zero when there is none.
+func (a *Acquirer) pausedUntil(bucketName string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	q := a.queues[workflows.BucketID(bucketName)]
+	if q == nil || q.quietTokens != -1 || !a.now().Before(q.quiet) {
+		return time.Time{}
+	}
+	return q.quiet
+}
+
+// pausedHere returns when a pause of g's bucket that this process heard of
+// ends, if lim is an Acquirer and g's bucket is not keyed.
+func pausedHere(lim Limiter, g bucket.Guard) time.Time {
+	a, ok := lim.(*Acquirer)
+	if !ok || g.Shards > 0 {
+		return time.Time{}
+	}
+	return a.pausedUntil(g.Bucket)
+}

@@ -1,9 +1,19 @@
 package interceptor
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
+
+	temporalinterceptor "go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/workflows"
 )
 
 func TestParseHTTP(t *testing.T) {
@@ -55,5 +65,51 @@ func TestParseHTTP(t *testing.T) {
 				t.Errorf("problems %q, want %d", problems, tt.problems)
 			}
 		})
+	}
+}
+
+// A grant that was on its way when another activity of the process reported
+// a pause is not used: the call would be refused. The activity's body does
+// not run, it retries when the pause ends, and the tokens go back.
+func TestGrantArrivingDuringAPauseIsGivenBack(t *testing.T) {
+	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
+	acq, err := NewAcquirer(f, AcquirerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := New(Options{Limiter: acq, Guards: map[string][]bucket.Guard{"Fetch": {{Bucket: "api", Cost: 2}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestActivityEnvironment()
+	env.SetWorkerOptions(worker.Options{Interceptors: []temporalinterceptor.WorkerInterceptor{ic}})
+	g := &guarded{}
+	env.RegisterActivity(g)
+	done := make(chan error, 1)
+	go func() {
+		_, err := env.ExecuteActivity("Fetch")
+		done <- err
+	}()
+	waitFor(t, "the acquire update on its way", func() bool { return len(f.sent()) == 1 })
+	if err := acq.Report(context.Background(), "api", "report-1", Upstream{Pause: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	close(f.gate)
+	err = <-done
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRateLimited {
+		t.Fatalf("err = %v, want RateLimited", err)
+	}
+	if d := appErr.NextRetryDelay(); d < 4*time.Second || d > 6*time.Second {
+		t.Errorf("NextRetryDelay = %v, want about the 5s pause", d)
+	}
+	if g.runs.Load() != 0 {
+		t.Errorf("the body ran %d times during the pause", g.runs.Load())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.settles) != 1 || f.settles[0].Tokens != -2 || f.settles[0].Grant != f.batches[0].Requests[0].ID {
+		t.Errorf("settles %+v, want the 2 tokens of request %q given back", f.settles, f.batches[0].Requests[0].ID)
 	}
 }

@@ -373,7 +373,7 @@ func TestKeyedShard(t *testing.T) {
 // Temporal's 2 MB payload limit.
 const maxCarriedKeyed = 1 << 20
 
-// TestKeyFloodStaysBounded: a shard is sent 3 batches of 1000 requests, each
+// TestKeyFloodStaysBounded: a shard is sent batches of 1000 requests, each
 // of a new key of the longest kind and the longest ID. It holds at most
 // MaxKeysPerShard keys: a key past them is told to come back at the next
 // refill, when keys back at their starting level make room; what it
@@ -386,8 +386,16 @@ func TestKeyFloodStaysBounded(t *testing.T) {
 		k := fmt.Sprint("k", i, "-")
 		return k + strings.Repeat("x", bucket.MaxKeyLength-len(k))
 	}
+	// Refills of past ticks, with the longest IDs, fill the tick IDs it
+	// carries; they add nothing to the keys.
+	h.at(time.Microsecond, func() {
+		for i := range 600 {
+			h.refill(Refill{ID: longID("tick", i), Tick: t0.Add(-time.Duration(i+1) * time.Second)})
+		}
+	})
 	var results []*updateResult
-	for b := range 3 {
+	batches := MaxKeysPerShard/1000 + 1
+	for b := range batches {
 		h.at(time.Duration(b+1)*time.Millisecond, func() {
 			reqs := make([]AcquireRequest, 1000)
 			for i := range reqs {
@@ -396,7 +404,7 @@ func TestKeyFloodStaysBounded(t *testing.T) {
 			results = append(results, h.acquire(fmt.Sprint("flood-", b), reqs...))
 		})
 	}
-	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: 3})
+	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: batches})
 	next := continuedAsNew(t, h.env)
 
 	granted, full := 0, 0
@@ -415,8 +423,8 @@ func TestKeyFloodStaysBounded(t *testing.T) {
 			}
 		}
 	}
-	if granted != MaxKeysPerShard || full != 3000-MaxKeysPerShard {
-		t.Errorf("%d keys granted and %d told to come back at the next refill; want %d and %d", granted, full, MaxKeysPerShard, 3000-MaxKeysPerShard)
+	if granted != MaxKeysPerShard || full != 1000*batches-MaxKeysPerShard {
+		t.Errorf("%d keys granted and %d told to come back at the next refill; want %d and %d", granted, full, MaxKeysPerShard, 1000*batches-MaxKeysPerShard)
 	}
 	if len(next.keys) != MaxKeysPerShard {
 		t.Errorf("carried %d keys, want the %d the shard holds", len(next.keys), MaxKeysPerShard)
@@ -428,7 +436,7 @@ func TestKeyFloodStaysBounded(t *testing.T) {
 	if n := len(p.Data); n > maxCarriedKeyed {
 		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarriedKeyed)
 	} else {
-		t.Logf("continue-as-new input after the key flood: %d bytes (%d keys, %d request IDs)", n, len(next.keys), next.granted.len())
+		t.Logf("continue-as-new input after the key flood: %d bytes (%d keys, %d request IDs, %d tick IDs)", n, len(next.keys), next.granted.len(), len(next.ticks.IDs))
 	}
 
 	// Every key held is empty: a new key waits for the refill, which brings

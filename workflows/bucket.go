@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -526,7 +527,7 @@ func (w *bucketWorkflow) metrics(ctx workflow.Context) client.MetricsHandler {
 func (w *bucketWorkflow) observe(ctx workflow.Context) {
 	m := w.metrics(ctx)
 	if w.keyed() {
-		m.Gauge(MetricKeys).Update(float64(len(w.in.keys)))
+		m.WithTags(map[string]string{MetricTagShard: strconv.Itoa(w.in.Shard)}).Gauge(MetricKeys).Update(float64(len(w.in.keys)))
 		return
 	}
 	m.Gauge(MetricTokens).Update(float64(w.b.Tokens))

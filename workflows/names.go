@@ -68,9 +68,12 @@ const (
 	// times the upstream's count lowered the tokens.
 	MetricPauses       = "tb_bucket_pauses"
 	MetricCalibrations = "tb_bucket_calibrations"
-	// MetricKeys (gauge): keys a shard of a keyed bucket holds (tagged with
-	// the bucket only: never one series per key).
+	// MetricKeys (gauge): keys a shard of a keyed bucket holds, tagged with
+	// the bucket and MetricTagShard (never one series per key): their sum by
+	// bucket is the keys the bucket holds.
 	MetricKeys = "tb_bucket_keys"
+	// MetricTagShard is the shard of a keyed bucket, "0" to "63".
+	MetricTagShard = "shard"
 	// MetricWouldDeny (counter): in shadow mode, tokens let through that
 	// enforcing would have refused.
 	MetricWouldDeny = "tb_bucket_would_deny_tokens"

@@ -2,19 +2,25 @@ package cli_test
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/spf13/cobra"
 	"go.temporal.io/server/common/config"
 	"go.temporal.io/server/common/dynamicconfig"
@@ -22,13 +28,14 @@ import (
 
 	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/cmd/internal/cli"
+	"github.com/tokenbucket/tb/cmd/internal/testserver"
 )
 
 // The compose file, the Dockerfile and .dockerignore live at the repository root.
 const repoRoot = "../../.."
 
 // The services docker-compose.yml must define.
-var stackServices = []string{"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui", "tb-worker", "tb-sync"}
+var stackServices = []string{"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui", "tb-worker", "tb-sync", "prometheus", "grafana"}
 
 // The images each non-tb service runs.
 var stackImages = map[string]string{
@@ -37,6 +44,8 @@ var stackImages = map[string]string{
 	"temporal":           "temporalio/server",
 	"temporal-namespace": "temporalio/admin-tools",
 	"temporal-ui":        "temporalio/ui",
+	"prometheus":         "prom/prometheus",
+	"grafana":            "grafana/grafana",
 }
 
 // The start-up order: who waits for whom, and for what.
@@ -49,11 +58,14 @@ var stackDependencies = []struct{ from, to, condition string }{
 	{"tb-worker", "temporal-namespace", "service_completed_successfully"},
 	{"tb-sync", "temporal", "service_healthy"},
 	{"tb-sync", "temporal-namespace", "service_completed_successfully"},
+	{"grafana", "prometheus", "service_started"},
 }
 
 const (
-	frontendPort = "7233"
-	uiPort       = "8080"
+	frontendPort   = "7233"
+	uiPort         = "8080"
+	prometheusPort = "9090"
+	grafanaPort    = "3000"
 )
 
 func readRepoFile(t *testing.T, name string) []byte {
@@ -82,7 +94,7 @@ func TestComposeCatchesMistakes(t *testing.T) {
 	for _, m := range []struct {
 		file, old, new, want string
 	}{
-		{"docker-compose.yml", `"--namespace", "default"]`, `"--namepsace", "default"]`, "unknown flag: --namepsace"},
+		{"docker-compose.yml", `"--namespace", "default", "--metrics-address"`, `"--namepsace", "default", "--metrics-address"`, "unknown flag: --namepsace"},
 		{"docker-compose.yml", `["worker",`, `["wroker",`, `unknown command "wroker"`},
 		{"docker-compose.yml", `["worker",`, `["tb", "worker",`, `unknown command "tb"`},
 		{"docker-compose.yml", `"sync-schedules", "--address", "temporal:7233"`, `"sync-schedules", "--address", "temporal:7234"`, `"temporal:7234"`},
@@ -122,6 +134,32 @@ func TestComposeCatchesMistakes(t *testing.T) {
 		{"docker-compose.yml", `- postgresql-data:/var/lib/postgresql/data`, `- /var/lib/postgresql/data`, "named volume"},
 		{"docker-compose.yml", "  temporal-ui:\n    image", "  temporal-ui:\n    depend_on: [temporal]\n    image", `unknown key "depend_on"`},
 		{"docker-compose.yml", "      temporal-schema:\n        condition: service_completed_successfully", "      temporal-schema:\n        condition: service_started", "service_completed_successfully"},
+		{"docker-compose.yml", `image: prom/prometheus:v3.13.1`, `image: prom/prometheus:latest`, "prom/prometheus:latest"},
+		{"docker-compose.yml", `image: grafana/grafana:12.4.3`, `image: grafana/grafana`, `"grafana/grafana"`},
+		{"docker-compose.yml", `- "127.0.0.1:3000:3000"`, `- "3000:3000"`, "services.grafana.ports: 3000:3000 is published on every interface"},
+		{"docker-compose.yml", `- "127.0.0.1:9090:9090"`, `- "127.0.0.1:9091:9090"`, "publish port 9090"},
+		{"docker-compose.yml", `"--metrics-address", "0.0.0.0:9464"`, `"--metrics-address", "127.0.0.1:9464"`, "tb-worker listens on 127.0.0.1 only"},
+		{"docker-compose.yml", `"--metrics-address", "0.0.0.0:9464"`, `"--metrics-address", "0.0.0.0:9465"`, "no job scrapes tb-worker:9465"},
+		{"docker-compose.yml", `, "--metrics-address", "0.0.0.0:9464"]`, `]`, "serve the worker's metrics"},
+		{"docker-compose.yml", `PROMETHEUS_ENDPOINT: 0.0.0.0:8000`, `PROMETHEUS_ENDPOINT: 0.0.0.0:9000`, "no job scrapes temporal:9000"},
+		{"docker-compose.yml", "      # The server's metrics for Prometheus, on the compose network only.\n      PROMETHEUS_ENDPOINT: 0.0.0.0:8000\n", "", "set PROMETHEUS_ENDPOINT"},
+		{"docker-compose.yml", `GF_AUTH_ANONYMOUS_ORG_ROLE: Viewer`, `GF_AUTH_ANONYMOUS_ORG_ROLE: Admin`, "GF_AUTH_ANONYMOUS_ORG_ROLE"},
+		{"docker-compose.yml", `GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION: "true"`, `GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION: "false"`, "default password"},
+		{"docker-compose.yml", `source: ./deploy/prometheus/prometheus.yml`, `source: ./prometheus.yml`, "prometheus.yml: no such file"},
+		{"docker-compose.yml", `target: /etc/grafana/dashboards/tb`, `target: /var/lib/grafana/dashboards`, "reads /etc/grafana/dashboards/tb, which is no directory of the repository"},
+		{"docker-compose.yml", `target: /etc/grafana/provisioning/datasources`, `target: /etc/grafana/datasources`, "nothing is mounted at /etc/grafana/provisioning/datasources"},
+		{"docker-compose.yml", "        target: /etc/grafana/dashboards/tb\n        read_only: true", "        target: /etc/grafana/dashboards/tb", "mount /etc/grafana/dashboards/tb read-only"},
+		{"docker-compose.yml", `/etc/grafana/dashboards/tb/tb.json`, `/etc/grafana/dashboards/tb/home.json`, "home.json is not a provisioned dashboard"},
+		{"deploy/prometheus/prometheus.yml", `["tb-worker:9464"]`, `["tb_worker:9464"]`, `scrapes "tb_worker:9464", which is not host:port of a service`},
+		{"deploy/prometheus/prometheus.yml", `["temporal:8000"]`, `["temporal:7233"]`, "no job scrapes temporal:8000"},
+		{"deploy/grafana/provisioning/datasources/prometheus.yaml", `url: http://prometheus:9090`, `url: http://localhost:9090`, "want http://prometheus:9090"},
+		{"deploy/grafana/provisioning/datasources/prometheus.yaml", `uid: prometheus`, `uid: prom`, `datasource uid "prometheus" is not provisioned`},
+		{"deploy/grafana/provisioning/dashboards/tb.yaml", `path: /etc/grafana/dashboards/tb`, `path: /etc/grafana/dashboards`, "nothing is mounted at /etc/grafana/dashboards"},
+		{"deploy/grafana/dashboards/tb.json", `"uid": "tb-buckets"`, `"uid": ""`, "needs a uid"},
+		{"deploy/grafana/dashboards/tb.json", `"name": "bucket"`, `"name": "buckets"`, "a query variable named bucket"},
+		{"deploy/grafana/dashboards/tb.json", `max by (bucket) (tb_bucket_tokens{bucket=~\"$bucket\"})`, `max by (bucket) (tb_bucket_tokens)`, "does not select the chosen buckets"},
+		{"deploy/grafana/dashboards/tb.json", `(rate(tb_bucket_refill_lag_seconds_bucket{`, `(rate(tb_bucket_refill_lag_bucket{`, "no dashboard shows refill lag"},
+		{"deploy/grafana/dashboards/tb.json", `max by (bucket) (tb_bucket_tokens{bucket=~\"$bucket\"})`, `max by (bucket) (tb_bucket_tokens{bucket=~\"$bucket\"}`, "unclosed bracket"},
 		{"Dockerfile", `ENTRYPOINT ["/tb"]`, `ENTRYPOINT ["/bin/tb"]`, "ENTRYPOINT"},
 		{"Dockerfile", `ENTRYPOINT ["/tb"]`, `ENTRYPOINT /tb`, "exec form"},
 		{"Dockerfile", `-o /tb ./cmd/tb`, `-o /tb ./cmd/tb/...`, "./cmd/tb"},
@@ -135,15 +173,25 @@ func TestComposeCatchesMistakes(t *testing.T) {
 	} {
 		t.Run(m.file+": "+m.want, func(t *testing.T) {
 			c, d := compose, dockerfile
+			other := ""
 			target := &c
-			if m.file == "Dockerfile" {
+			switch m.file {
+			case "Dockerfile":
 				target = &d
+			case "docker-compose.yml":
+			default: // a file the stack mounts
+				other = string(readRepoFile(t, m.file))
+				target = &other
 			}
 			if n := strings.Count(*target, m.old); n != 1 {
 				t.Fatalf("%s contains %q %d times, want once: update this case to the file", m.file, m.old, n)
 			}
 			*target = strings.Replace(*target, m.old, m.new, 1)
-			problems := checkStack([]byte(c), []byte(d), repoRoot)
+			var files map[string][]byte
+			if other != "" {
+				files = map[string][]byte{m.file: []byte(other)}
+			}
+			problems := inspectStack([]byte(c), []byte(d), repoRoot, files).unique()
 			for _, p := range problems {
 				if strings.Contains(p, m.want) {
 					return
@@ -157,10 +205,13 @@ func TestComposeCatchesMistakes(t *testing.T) {
 // stack is what checkStack learns, and the problems it found.
 type stack struct {
 	root     string
+	files    map[string][]byte // files of the repository read in place of the real ones
 	doc      composeDoc
 	header   string            // the comments the file starts with
 	required map[string]string // variables the file requires (${VAR:?message}) → where first
 	problems []string
+	// dashboards are the Grafana dashboards the stack provisions.
+	dashboards []dashboard
 }
 
 // services returns the names of the compose file's services, sorted.
@@ -180,15 +231,24 @@ func (s *stack) errorf(format string, args ...any) {
 // checkStack returns what is wrong with a compose file and Dockerfile whose
 // build context (and .dockerignore) is root.
 func checkStack(composeYAML, dockerfile []byte, root string) []string {
-	s := &stack{root: root, header: leadingComments(string(composeYAML)), required: map[string]string{}}
+	return inspectStack(composeYAML, dockerfile, root, nil).unique()
+}
+
+// inspectStack checks a compose file and Dockerfile whose build context is
+// root, reading the repository's files from files (by path in the
+// repository) when there, else from root.
+func inspectStack(composeYAML, dockerfile []byte, root string, files map[string][]byte) *stack {
+	s := &stack{root: root, files: files, header: leadingComments(string(composeYAML)), required: map[string]string{}}
 	var node yaml.Node
 	if err := yaml.Unmarshal(composeYAML, &node); err != nil {
-		return []string{"docker-compose.yml: " + err.Error()}
+		s.errorf("docker-compose.yml: %v", err)
+		return s
 	}
 	s.walk(&node, nil)
 	s.checkRequired()
 	if err := node.Decode(&s.doc); err != nil {
-		return append(s.problems, "docker-compose.yml: "+err.Error())
+		s.errorf("docker-compose.yml: %v", err)
+		return s
 	}
 	complete := true
 	for _, name := range stackServices {
@@ -204,10 +264,16 @@ func checkStack(composeYAML, dockerfile []byte, root string) []string {
 		s.checkPostgres()
 		s.checkServer()
 		s.checkTB()
+		s.checkPrometheus()
+		s.checkGrafana()
 	}
 	s.checkDockerfile(string(dockerfile))
 	s.checkDockerignore()
-	// Say each thing once, in the order found.
+	return s
+}
+
+// unique returns the problems found, each once, in the order found.
+func (s *stack) unique() []string {
 	var unique []string
 	seen := map[string]bool{}
 	for _, p := range s.problems {
@@ -554,7 +620,7 @@ func (d *dependencies) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-var officialImage = regexp.MustCompile(`^(postgres|temporalio/(?:server|admin-tools|ui)):([0-9][A-Za-z0-9._-]*)(@sha256:[0-9a-f]{64})?$`)
+var officialImage = regexp.MustCompile(`^(postgres|temporalio/(?:server|admin-tools|ui)|prom/prometheus|grafana/grafana):(v?[0-9][A-Za-z0-9._-]*)(@sha256:[0-9a-f]{64})?$`)
 
 func (s *stack) checkImages() {
 	tags := map[string]string{}
@@ -565,7 +631,7 @@ func (s *stack) checkImages() {
 		}
 		m := officialImage.FindStringSubmatch(svc.Image)
 		if m == nil {
-			s.errorf("services.%s.image %q: want an official image pinned to a version (postgres:<version>, temporalio/server|admin-tools|ui:<version>), not latest or untagged", name, svc.Image)
+			s.errorf("services.%s.image %q: want an official image pinned to a version (postgres:<version>, temporalio/server|admin-tools|ui:<version>, prom/prometheus:v<version>, grafana/grafana:<version>), not latest or untagged", name, svc.Image)
 			continue
 		}
 		if want, ok := stackImages[name]; ok && m[1] != want {
@@ -583,7 +649,7 @@ func (s *stack) checkImages() {
 }
 
 func (s *stack) checkPorts() {
-	for _, want := range []struct{ service, port string }{{"temporal", frontendPort}, {"temporal-ui", uiPort}} {
+	for _, want := range []struct{ service, port string }{{"temporal", frontendPort}, {"temporal-ui", uiPort}, {"prometheus", prometheusPort}, {"grafana", grafanaPort}} {
 		found := false
 		for _, p := range s.doc.Services[want.service].Ports {
 			found = found || (p.target == want.port && p.published == want.port)
@@ -1191,4 +1257,583 @@ func goModVersion(root string) string {
 		}
 	}
 	return highest
+}
+
+// read returns a file of the repository (a path relative to root).
+func (s *stack) read(path string) ([]byte, error) {
+	path = filepath.Clean(path)
+	if b, ok := s.files[path]; ok {
+		return b, nil
+	}
+	return os.ReadFile(filepath.Join(s.root, path))
+}
+
+// readDir returns the names of the files in a directory of the repository
+// that end in one of exts, sorted.
+func (s *stack) readDir(dir string, exts ...string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, dir))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() && slices.Contains(exts, filepath.Ext(e.Name())) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// mounted returns what a service mounts at target, which must be a file or
+// directory of this repository, read-only.
+func (s *stack) mounted(name, target string) (volume, bool) {
+	for _, v := range s.doc.Services[name].Volumes {
+		if v.target != target {
+			continue
+		}
+		if !strings.HasPrefix(v.source, ".") {
+			s.errorf("services.%s.volumes: mount a file or directory of this repository at %s, not %q", name, target, v.source)
+			return v, false
+		}
+		if !v.readOnly {
+			s.errorf("services.%s.volumes: mount %s read-only", name, target)
+		}
+		if _, err := os.Stat(filepath.Join(s.root, v.source)); err != nil {
+			s.errorf("services.%s.volumes: %v", name, err)
+			return v, false
+		}
+		return v, true
+	}
+	s.errorf("services.%s: nothing is mounted at %s", name, target)
+	return volume{}, false
+}
+
+// listensEverywhere reports whether a listen address takes connections on
+// every interface of its container, so other containers reach it.
+func listensEverywhere(host string) bool {
+	return host == "" || host == "0.0.0.0" || host == "::"
+}
+
+// prometheusConfig is the part of prometheus.yml the stack relies on.
+type prometheusConfig struct {
+	Global struct {
+		ScrapeInterval string `yaml:"scrape_interval"`
+	} `yaml:"global"`
+	ScrapeConfigs []struct {
+		JobName       string `yaml:"job_name"`
+		MetricsPath   string `yaml:"metrics_path"`
+		Scheme        string `yaml:"scheme"`
+		StaticConfigs []struct {
+			Targets []string `yaml:"targets"`
+		} `yaml:"static_configs"`
+	} `yaml:"scrape_configs"`
+}
+
+// checkPrometheus checks that Prometheus loads a configuration of the
+// repository that scrapes the tb worker's and the Temporal server's metrics
+// where they serve them.
+func (s *stack) checkPrometheus() {
+	prom := s.doc.Services["prometheus"]
+	path := "/etc/prometheus/prometheus.yml"
+	for _, a := range prom.Command.args {
+		if v, ok := strings.CutPrefix(a, "--config.file="); ok {
+			path = v
+		}
+	}
+	v, ok := s.mounted("prometheus", path)
+	if !ok {
+		return
+	}
+	b, err := s.read(v.source)
+	if err != nil {
+		s.errorf("services.prometheus: %v", err)
+		return
+	}
+	var cfg prometheusConfig
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		s.errorf("%s: %v", v.source, err)
+		return
+	}
+	if d, err := time.ParseDuration(cmp.Or(cfg.Global.ScrapeInterval, "1m")); err != nil || d <= 0 {
+		s.errorf("%s: global.scrape_interval %q: %v", v.source, cfg.Global.ScrapeInterval, err)
+	}
+	scraped := map[string]string{} // host:port → path
+	for _, job := range cfg.ScrapeConfigs {
+		for _, sc := range job.StaticConfigs {
+			for _, target := range sc.Targets {
+				host, _, err := net.SplitHostPort(target)
+				if err != nil || s.doc.Services[host] == nil {
+					s.errorf("%s: job %s scrapes %q, which is not host:port of a service of docker-compose.yml", v.source, job.JobName, target)
+					continue
+				}
+				scraped[target] = cmp.Or(job.MetricsPath, "/metrics")
+			}
+		}
+	}
+	want := func(where, service, listen, path string) {
+		host, port, err := net.SplitHostPort(listen)
+		switch {
+		case err != nil:
+			s.errorf("%s: %q is not host:port: %v", where, listen, err)
+		case !listensEverywhere(host):
+			s.errorf("%s: %s listens on %s only, which Prometheus in another container cannot reach: listen on 0.0.0.0", where, service, host)
+		default:
+			target := net.JoinHostPort(service, port)
+			if got, ok := scraped[target]; !ok {
+				s.errorf("%s: no job scrapes %s, where %s serves its metrics (%s)", v.source, target, service, where)
+			} else if got != path {
+				s.errorf("%s: %s serves its metrics at %s, but Prometheus scrapes %s", v.source, target, path, got)
+			}
+		}
+	}
+	if cmd, err := parseTB(s.doc.Services["tb-worker"].Command.args); err == nil {
+		if addr, _ := cmd.Flags().GetString("metrics-address"); addr == "" {
+			s.errorf("services.tb-worker.command: serve the worker's metrics for Prometheus: --metrics-address 0.0.0.0:9464")
+		} else {
+			want("services.tb-worker.command --metrics-address", "tb-worker", addr, cli.MetricsPath)
+		}
+	}
+	if cfg, err := renderServer(s.doc.Services["temporal"].Environment); err == nil {
+		if m := cfg.Global.Metrics; m == nil || m.Prometheus == nil || m.Prometheus.ListenAddress == "" {
+			s.errorf("services.temporal.environment: the server serves no metrics: set PROMETHEUS_ENDPOINT: 0.0.0.0:8000")
+		} else {
+			want("services.temporal.environment.PROMETHEUS_ENDPOINT", "temporal", m.Prometheus.ListenAddress, cmp.Or(m.Prometheus.HandlerPath, "/metrics"))
+		}
+	}
+}
+
+// dashboard is the part of a Grafana dashboard's JSON the stack relies on.
+type dashboard struct {
+	file       string
+	UID        string `json:"uid"`
+	Title      string `json:"title"`
+	Templating struct {
+		List []struct {
+			Name       string          `json:"name"`
+			Type       string          `json:"type"`
+			Datasource *datasourceRef  `json:"datasource"`
+			Query      json.RawMessage `json:"query"`
+		} `json:"list"`
+	} `json:"templating"`
+	Panels []panel `json:"panels"`
+}
+
+type panel struct {
+	Title      string         `json:"title"`
+	Type       string         `json:"type"`
+	Datasource *datasourceRef `json:"datasource"`
+	Targets    []panelTarget  `json:"targets"`
+	Panels     []panel        `json:"panels"` // a collapsed row's
+}
+
+type panelTarget struct {
+	Expr       string         `json:"expr"`
+	Datasource *datasourceRef `json:"datasource"`
+}
+
+// datasourceRef is a panel's datasource: {"type", "uid"}, or a name.
+type datasourceRef struct{ Type, UID string }
+
+func (d *datasourceRef) UnmarshalJSON(b []byte) error {
+	var name string
+	if json.Unmarshal(b, &name) == nil {
+		d.UID = name
+		return nil
+	}
+	var ref struct{ Type, UID string }
+	err := json.Unmarshal(b, &ref)
+	*d = datasourceRef(ref)
+	return err
+}
+
+// promQuery is a PromQL expression of a dashboard, and where it is.
+type promQuery struct{ where, expr string }
+
+// labelValues is a query variable's label_values(selector, label).
+var labelValues = regexp.MustCompile(`^\s*label_values\((.*),\s*[A-Za-z_][A-Za-z0-9_]*\s*\)\s*$`)
+
+// queries returns the PromQL of a dashboard's panels and query variables.
+func (d dashboard) queries() []promQuery {
+	var out []promQuery
+	var walk func(ps []panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			for _, t := range p.Targets {
+				out = append(out, promQuery{fmt.Sprintf("%s: panel %q", d.file, p.Title), t.Expr})
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var q struct {
+			Query string `json:"query"`
+		}
+		if json.Unmarshal(v.Query, &q.Query) != nil {
+			json.Unmarshal(v.Query, &q)
+		}
+		if m := labelValues.FindStringSubmatch(q.Query); m != nil {
+			out = append(out, promQuery{fmt.Sprintf("%s: variable %q", d.file, v.Name), m[1]})
+		} else if !strings.HasPrefix(strings.TrimSpace(q.Query), "label_values(") {
+			out = append(out, promQuery{fmt.Sprintf("%s: variable %q", d.file, v.Name), q.Query})
+		}
+	}
+	return out
+}
+
+// The series the dashboard must show (the names Prometheus stores, suffixes
+// and all): tokens, grants and denials, acquire latency, retry delay, refill
+// lag, and requests per Update.
+var dashboardMust = []struct{ series, what string }{
+	{"tb_bucket_tokens", "tokens over time"},
+	{"tb_acquire_requests_total", "grants and denials per second"},
+	{"tb_acquire_latency_seconds_bucket", "acquire latency (p99)"},
+	{"tb_retry_delay_seconds_bucket", "the retry delay handed out on denial"},
+	{"tb_bucket_refill_lag_seconds_bucket", "refill lag"},
+	{"tb_acquire_update_requests_total", "requests per Update"},
+	{"tb_acquire_updates_total", "requests per Update"},
+}
+
+// checkGrafana checks that Grafana provisions the stack's Prometheus and
+// the repository's dashboards, and that everyone reads them without being
+// able to change anything.
+func (s *stack) checkGrafana() {
+	env := s.doc.Services["grafana"].Environment
+	for _, e := range []struct{ key, want, why string }{
+		{"GF_AUTH_ANONYMOUS_ENABLED", "true", "the dashboard opens without a login"},
+		{"GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer", "anonymous visitors may read, not change, the dashboards and datasources"},
+		{"GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION", "true", "no admin user with Grafana's default password, admin"},
+		{"GF_AUTH_DISABLE_LOGIN_FORM", "true", "there is no one to log in as"},
+	} {
+		if got := env[e.key]; got != e.want {
+			s.errorf("services.grafana.environment.%s: want %q (%s), got %q", e.key, e.want, e.why, got)
+		}
+	}
+	provisioning := cmp.Or(env["GF_PATHS_PROVISIONING"], "/etc/grafana/provisioning")
+
+	// Datasources: by uid, the Prometheus ones reaching the prometheus service.
+	uids := map[string]bool{}
+	if v, ok := s.mounted("grafana", provisioning+"/datasources"); ok {
+		files, err := s.readDir(v.source, ".yaml", ".yml")
+		if err != nil || len(files) == 0 {
+			s.errorf("services.grafana: no datasource files in %s (%v)", v.source, err)
+		}
+		for _, f := range files {
+			path := filepath.Join(v.source, f)
+			var doc struct {
+				APIVersion  int `yaml:"apiVersion"`
+				Datasources []struct {
+					Name string `yaml:"name"`
+					UID  string `yaml:"uid"`
+					Type string `yaml:"type"`
+					URL  string `yaml:"url"`
+				} `yaml:"datasources"`
+			}
+			if err := s.decodeYAML(path, &doc); err != nil {
+				s.errorf("%s: %v", path, err)
+				continue
+			}
+			if doc.APIVersion != 1 {
+				s.errorf("%s: apiVersion %d, want 1", path, doc.APIVersion)
+			}
+			for _, ds := range doc.Datasources {
+				if ds.UID == "" {
+					s.errorf("%s: datasource %q has no uid for dashboards to name", path, ds.Name)
+				}
+				uids[ds.UID] = true
+				if ds.Type == "prometheus" {
+					if u, err := url.Parse(ds.URL); err != nil || u.Host != net.JoinHostPort("prometheus", prometheusPort) {
+						s.errorf("%s: datasource %q: url %q, want http://prometheus:%s, the prometheus service", path, ds.Name, ds.URL, prometheusPort)
+					}
+				}
+			}
+		}
+	}
+
+	// Dashboards: from providers of type file, whose path is a directory of the repository.
+	v, ok := s.mounted("grafana", provisioning+"/dashboards")
+	if !ok {
+		return
+	}
+	files, err := s.readDir(v.source, ".yaml", ".yml")
+	if err != nil || len(files) == 0 {
+		s.errorf("services.grafana: no dashboard provider files in %s (%v)", v.source, err)
+	}
+	dashboardFiles := map[string]bool{} // their paths in the container
+	for _, f := range files {
+		path := filepath.Join(v.source, f)
+		var doc struct {
+			APIVersion int `yaml:"apiVersion"`
+			Providers  []struct {
+				Name    string `yaml:"name"`
+				Type    string `yaml:"type"`
+				Options struct {
+					Path string `yaml:"path"`
+				} `yaml:"options"`
+			} `yaml:"providers"`
+		}
+		if err := s.decodeYAML(path, &doc); err != nil {
+			s.errorf("%s: %v", path, err)
+			continue
+		}
+		if doc.APIVersion != 1 {
+			s.errorf("%s: apiVersion %d, want 1", path, doc.APIVersion)
+		}
+		for _, p := range doc.Providers {
+			if cmp.Or(p.Type, "file") != "file" {
+				continue
+			}
+			dir, ok := s.mounted("grafana", p.Options.Path)
+			if !ok {
+				s.errorf("%s: provider %q reads %s, which is no directory of the repository mounted into services.grafana", path, p.Name, p.Options.Path)
+				continue
+			}
+			jsons, err := s.readDir(dir.source, ".json")
+			if err != nil || len(jsons) == 0 {
+				s.errorf("%s: provider %q: no dashboards in %s (%v)", path, p.Name, dir.source, err)
+			}
+			for _, j := range jsons {
+				dashboardFiles[p.Options.Path+"/"+j] = true
+				s.loadDashboard(filepath.Join(dir.source, j), uids)
+			}
+		}
+	}
+	if home := env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]; home != "" && !dashboardFiles[home] {
+		s.errorf("services.grafana.environment.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: %s is not a provisioned dashboard", home)
+	}
+	var all []promQuery
+	for _, d := range s.dashboards {
+		all = append(all, d.queries()...)
+	}
+	shown := map[string]bool{}
+	for _, q := range all {
+		for _, name := range metricNames(q.expr) {
+			shown[name] = true
+		}
+	}
+	for _, m := range dashboardMust {
+		if !shown[m.series] {
+			s.errorf("deploy/grafana: no dashboard shows %s (%s)", m.what, m.series)
+		}
+	}
+}
+
+func (s *stack) decodeYAML(path string, v any) error {
+	b, err := s.read(path)
+	if err != nil {
+		return err
+	}
+	return yaml.Unmarshal(b, v)
+}
+
+// loadDashboard checks a dashboard's JSON and keeps it in s.dashboards.
+func (s *stack) loadDashboard(path string, uids map[string]bool) {
+	b, err := s.read(path)
+	if err != nil {
+		s.errorf("%s: %v", path, err)
+		return
+	}
+	d := dashboard{file: path}
+	if err := json.Unmarshal(b, &d); err != nil {
+		s.errorf("%s: not a dashboard: %v", path, err)
+		return
+	}
+	if d.UID == "" || d.Title == "" {
+		s.errorf("%s: a dashboard needs a uid (for links that last) and a title", path)
+	}
+	for _, o := range s.dashboards {
+		if o.UID == d.UID {
+			s.errorf("%s: uid %q is also the uid of %s", path, d.UID, o.file)
+		}
+	}
+	hasBucket := false
+	for _, v := range d.Templating.List {
+		hasBucket = hasBucket || (v.Name == "bucket" && v.Type == "query")
+	}
+	if !hasBucket {
+		s.errorf("%s: want a query variable named bucket, so every panel shows the buckets chosen", path)
+	}
+	source := func(where string, ref *datasourceRef) {
+		if ref != nil && !uids[ref.UID] && !strings.HasPrefix(ref.UID, "$") {
+			s.errorf("%s: datasource uid %q is not provisioned (have %v)", where, ref.UID, slices.Sorted(maps.Keys(uids)))
+		}
+	}
+	var walk func(ps []panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			where := fmt.Sprintf("%s: panel %q", path, p.Title)
+			source(where, p.Datasource)
+			for _, t := range p.Targets {
+				source(where, t.Datasource)
+				if !strings.Contains(t.Expr, "$bucket") {
+					s.errorf("%s: query %q does not select the chosen buckets ($bucket)", where, t.Expr)
+				}
+				if err := balanced(t.Expr); err != nil {
+					s.errorf("%s: query %q: %v", where, t.Expr, err)
+				}
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		source(fmt.Sprintf("%s: variable %q", path, v.Name), v.Datasource)
+	}
+	s.dashboards = append(s.dashboards, d)
+}
+
+// balanced reports brackets of a PromQL expression that do not pair up.
+func balanced(expr string) error {
+	var open []rune
+	pairs := map[rune]rune{')': '(', ']': '[', '}': '{'}
+	quote := rune(0)
+	for _, r := range expr {
+		switch {
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			}
+		case r == '"' || r == '\'' || r == '`':
+			quote = r
+		case r == '(' || r == '[' || r == '{':
+			open = append(open, r)
+		case pairs[r] != 0:
+			if len(open) == 0 || open[len(open)-1] != pairs[r] {
+				return fmt.Errorf("unmatched %q", r)
+			}
+			open = open[:len(open)-1]
+		}
+	}
+	if len(open) > 0 || quote != 0 {
+		return errors.New("unclosed bracket or string")
+	}
+	return nil
+}
+
+// PromQL's lexical pieces that metricNames skips: strings, label matchers,
+// range and subquery durations, grouping label lists.
+var (
+	promStrings  = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|'(?:[^'\\\\]|\\\\.)*'|`[^`]*`")
+	promMatchers = regexp.MustCompile(`\{[^{}]*\}`)
+	promRanges   = regexp.MustCompile(`\[[^\[\]]*\]`)
+	promGrouping = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)`)
+	promIdent    = regexp.MustCompile(`[A-Za-z_:][A-Za-z0-9_:]*`)
+	promKeywords = keySet("by without on ignoring group_left group_right bool offset and or unless atan2 inf nan start end")
+	promCall     = regexp.MustCompile(`^\s*\(`)
+)
+
+// metricNames returns the metric names a PromQL expression selects, in order.
+func metricNames(expr string) []string {
+	expr = promStrings.ReplaceAllString(expr, `""`)
+	expr = promMatchers.ReplaceAllString(expr, " ")
+	expr = promRanges.ReplaceAllString(expr, " ")
+	expr = promGrouping.ReplaceAllString(expr, " ")
+	var names []string
+	for _, loc := range promIdent.FindAllStringIndex(expr, -1) {
+		name, rest := expr[loc[0]:loc[1]], expr[loc[1]:]
+		if loc[0] > 0 && (expr[loc[0]-1] == '$' || expr[loc[0]-1] == '.' || (expr[loc[0]-1] >= '0' && expr[loc[0]-1] <= '9')) {
+			continue // a variable, or part of a number
+		}
+		if promKeywords[strings.ToLower(name)] || promCall.MatchString(rest) {
+			continue
+		}
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func TestMetricNames(t *testing.T) {
+	for _, c := range []struct {
+		expr string
+		want []string
+	}{
+		{`tb_bucket_tokens`, []string{"tb_bucket_tokens"}},
+		{`max by (bucket) (tb_bucket_tokens{bucket=~"$bucket"})`, []string{"tb_bucket_tokens"}},
+		{`histogram_quantile(0.99, sum by (bucket, le) (rate(tb_acquire_latency_seconds_bucket{bucket=~"$bucket", result!="a{b}"}[$__rate_interval])))`, []string{"tb_acquire_latency_seconds_bucket"}},
+		{`sum(rate(a_total[5m])) / on (bucket) group_left (x) sum(rate(b_total[1m:10s] offset 1h)) > bool 1e3`, []string{"a_total", "b_total"}},
+		{`{__name__="x"} or up`, []string{"up"}},
+		{`sum without (instance) (x) * 2.5e-3`, []string{"x"}},
+	} {
+		if got := metricNames(c.expr); !slices.Equal(got, c.want) {
+			t.Errorf("metricNames(%s) = %v, want %v", c.expr, got, c.want)
+		}
+	}
+}
+
+// seriesNames returns the names of the series scraped, as PromQL names them:
+// a histogram's _bucket, _sum and _count, a summary's _sum and _count.
+func seriesNames(scrapes ...map[string]*dto.MetricFamily) map[string]bool {
+	names := map[string]bool{}
+	for _, families := range scrapes {
+		for name, f := range families {
+			switch f.GetType() {
+			case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+				names[name+"_bucket"], names[name+"_sum"], names[name+"_count"] = true, true, true
+			case dto.MetricType_SUMMARY:
+				names[name], names[name+"_sum"], names[name+"_count"] = true, true, true
+			default:
+				names[name] = true
+			}
+		}
+	}
+	return names
+}
+
+// unknownMetrics returns, for each query of the dashboards naming a metric
+// not among emitted, where it is and the name.
+func unknownMetrics(dashboards []dashboard, emitted map[string]bool) []string {
+	var unknown []string
+	for _, d := range dashboards {
+		for _, q := range d.queries() {
+			for _, name := range metricNames(q.expr) {
+				if !emitted[name] {
+					unknown = append(unknown, fmt.Sprintf("%s: %s", q.where, name))
+				}
+			}
+		}
+	}
+	return unknown
+}
+
+// TestDashboardQueriesNameEmittedMetrics runs a workload (tb worker and an
+// app worker with tb's interceptor, on an in-process server), scrapes both
+// workers' metrics pages, and checks that every metric the provisioned
+// dashboards query is among the series they serve, exporter suffixes and all.
+func TestDashboardQueriesNameEmittedMetrics(t *testing.T) {
+	s := inspectStack(readRepoFile(t, "docker-compose.yml"), readRepoFile(t, "Dockerfile"), repoRoot, nil)
+	if len(s.dashboards) == 0 {
+		t.Fatalf("no dashboards provisioned: %s", strings.Join(s.unique(), "\n"))
+	}
+	w := startWorkload(t)
+	var emitted map[string]bool
+	testserver.Eventually(t, 2*time.Minute, func() (bool, string) {
+		emitted = seriesNames(scrape(t, w.tbWorker), scrape(t, w.app))
+		unknown := unknownMetrics(s.dashboards, emitted)
+		return len(unknown) == 0, fmt.Sprintf("dashboard queries name metrics the workers do not serve (%d jobs done):\n%s", w.jobs.Load(), strings.Join(unknown, "\n"))
+	})
+	checked := map[string]bool{}
+	for _, d := range s.dashboards {
+		for _, q := range d.queries() {
+			for _, name := range metricNames(q.expr) {
+				checked[name] = true
+			}
+		}
+	}
+	t.Logf("%d metrics of %d dashboard(s), all served: %v", len(checked), len(s.dashboards), slices.Sorted(maps.Keys(checked)))
+	// A name the workers do not serve is caught, as are the exporter's suffixes.
+	for _, expr := range []string{
+		`sum by (bucket) (rate(tb_acquire_request_total{bucket=~"$bucket"}[$__rate_interval]))`,
+		`sum by (bucket) (rate(tb_acquire_requests{bucket=~"$bucket"}[$__rate_interval]))`,
+		`histogram_quantile(0.99, sum by (le) (rate(tb_acquire_latency_bucket{bucket=~"$bucket"}[5m])))`,
+	} {
+		bad := dashboard{file: "bad.json", Panels: []panel{{Title: "bad", Targets: []panelTarget{{Expr: expr}}}}}
+		if got := unknownMetrics([]dashboard{bad}, emitted); len(got) != 1 {
+			t.Errorf("a dashboard querying %s: unknown %v, want its metric", expr, got)
+		}
+	}
 }

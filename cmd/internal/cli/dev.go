@@ -32,10 +32,11 @@ type devCommand struct {
 	demoLimit int64
 	interval  time.Duration
 	logLevel  string
+	metrics   metricsFlag
 }
 
 func newDevCommand(g *globals) *cobra.Command {
-	d := &devCommand{g: g}
+	d := &devCommand{g: g, metrics: metricsFlag{fallback: true}}
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Temporal, a tb worker and your buckets in one process",
@@ -44,7 +45,8 @@ worker, and syncs buckets.yaml into it. Other programs connect to it as to
 "temporal server start-dev": tb tokens, your own workers, the temporal CLI.
 With --demo it also runs jobs that call a simulated quota-limited API through
 tb's interceptor, faster than the quota allows, and shows each bucket live.
-Ctrl-C stops everything.`,
+It serves the worker's and the demo's metrics for Prometheus (see
+--metrics-address). Ctrl-C stops everything.`,
 		RunE: d.run,
 	}
 	f := cmd.Flags()
@@ -57,6 +59,7 @@ Ctrl-C stops everything.`,
 	f.Int64Var(&d.demoLimit, "demo-api-limit", 0, "calls the demo API really allows per refill of its bucket, fewer than the bucket believes to see tb pause on its 429s (default: the bucket's maximum)")
 	f.DurationVar(&d.interval, "interval", time.Second, "refresh interval of the live table")
 	f.StringVar(&d.logLevel, "log-level", "error", "server and worker log level: debug, info, warn or error")
+	f.StringVar(&d.metrics.address, "metrics-address", DefaultDevMetricsAddress, metricsUsage+"; a free port of the host when the default is taken")
 	return cmd
 }
 
@@ -89,6 +92,14 @@ func (d *devCommand) run(cmd *cobra.Command, _ []string) error {
 		quiet.muted.Store(true)
 	}()
 	out := d.g.io.Out
+	m, err := d.metrics.serve(cmd.Flags().Changed("metrics-address"), logger)
+	if err != nil {
+		return err
+	}
+	if m != nil {
+		defer m.Close()
+		opts.MetricsHandler = m.Handler() // the tb worker's and the demo's
+	}
 
 	srvOpts := devserver.Options{Address: opts.HostPort, Namespace: opts.Namespace, DBFile: d.dbFile, Ephemeral: d.ephemeral, Logger: logger}
 	if !d.headless {
@@ -125,6 +136,9 @@ func (d *devCommand) run(cmd *cobra.Command, _ []string) error {
 	fmt.Fprintf(out, "Temporal server at %s, namespace %s, state %s\n", srv.Address(), srv.Namespace(), state)
 	if srv.UIAddress() != "" {
 		fmt.Fprintf(out, "Web UI at http://%s/namespaces/%s/schedules\n", srv.UIAddress(), srv.Namespace())
+	}
+	if m != nil {
+		fmt.Fprintf(out, "Metrics at %s\n", m.URL())
 	}
 	fmt.Fprintf(out, "tb worker on task queue %q; %d buckets synced from %s", workflows.TaskQueue, len(changes), d.g.config)
 	if demoBucketAdded {

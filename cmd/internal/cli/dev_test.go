@@ -73,6 +73,17 @@ func TestDev(t *testing.T) {
 	if !strings.Contains(out.String(), "Temporal server at "+addr+", namespace default, state in memory") {
 		t.Errorf("banner: %s", out.String())
 	}
+	// Its metrics page has the demo's interceptor metrics and the buckets'.
+	m := regexp.MustCompile(`Metrics at (http://127\.0\.0\.1:\d+/metrics)\n`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("banner names no metrics page: %s", out.String())
+	}
+	testserver.Eventually(t, time.Minute, func() (bool, string) {
+		families := scrape(t, m[1])
+		_, granted := value(families, "tb_acquire_requests_total", "demo_api")
+		_, tokens := value(families, "tb_bucket_tokens", "demo_api")
+		return granted && tokens, fmt.Sprintf("no tb_acquire_requests_total or tb_bucket_tokens of demo_api at %s", m[1])
+	})
 
 	cancel()
 	select {

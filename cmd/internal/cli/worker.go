@@ -15,6 +15,7 @@ import (
 type workerCommand struct {
 	g         *globals
 	taskQueue string
+	metrics   metricsFlag
 }
 
 func newWorkerCommand(g *globals) *cobra.Command {
@@ -24,10 +25,12 @@ func newWorkerCommand(g *globals) *cobra.Command {
 		Short: "Run a worker for the bucket and refill workflows",
 		Long: `worker polls the tb task queue and runs the bucket and refill workflows. Run at
 least one wherever buckets should be served; the activities it rate-limits run on
-your own workers, which register the tb interceptor.`,
+your own workers, which register the tb interceptor. With --metrics-address it
+serves the SDK's metrics and the buckets' (tb_bucket_*) for Prometheus to scrape.`,
 		RunE: w.run,
 	}
 	cmd.Flags().StringVar(&w.taskQueue, "task-queue", workflows.TaskQueue, "task queue to poll")
+	cmd.Flags().StringVar(&w.metrics.address, "metrics-address", "", metricsUsage+" (e.g. 127.0.0.1:9464)")
 	return cmd
 }
 
@@ -40,7 +43,16 @@ func (w *workerCommand) run(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := dial(ctx, opts, w.g.conn.connectTimeout, w.g.logger(slog.LevelInfo))
+	logger := w.g.logger(slog.LevelInfo)
+	m, err := w.metrics.serve(cmd.Flags().Changed("metrics-address"), logger)
+	if err != nil {
+		return err
+	}
+	if m != nil {
+		defer m.Close()
+		opts.MetricsHandler = m.Handler()
+	}
+	c, err := dial(ctx, opts, w.g.conn.connectTimeout, logger)
 	if err != nil {
 		return err
 	}
@@ -50,6 +62,9 @@ func (w *workerCommand) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	fmt.Fprintf(w.g.io.Err, "tb worker polling task queue %q on %s (namespace %s); Ctrl-C to stop\n", w.taskQueue, opts.HostPort, opts.Namespace)
+	if m != nil {
+		fmt.Fprintf(w.g.io.Err, "metrics at %s\n", m.URL())
+	}
 	<-ctx.Done()
 	wk.Stop()
 	return nil
