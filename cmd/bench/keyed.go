@@ -38,10 +38,10 @@ const (
 	keyedCallers = 512
 	keyedProcs   = 4
 	// keyedShards holds 10,000 keys: a shard holds at most
-	// workflows.MaxKeysPerShard (2048) keys not back at their starting level,
-	// and these, never refilled, never are; 4 shards would hold 8,192 and
-	// deny the other keys until the next refill.
-	keyedShards = 8
+	// workflows.MaxKeysPerShard (4,096) keys not back at their starting
+	// level, and these, never refilled, never are; 4 shards × 4,096 keys
+	// hold 10,000.
+	keyedShards = 4
 	keyedSeed   = 1
 )
 
