@@ -3,7 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
+
+	"github.com/tokenbucket/tb/workflows"
 )
 
 func printMarkdown(w io.Writer, r *Report) {
@@ -174,21 +178,78 @@ func printStacked(w io.Writer, s *StackedResult) {
 
 func printKeyed(w io.Writer, k *KeyedResult) {
 	fmt.Fprintf(w, "## Keyed bucket: %d callers over %d processes, each call naming one of %d keys at random, against one unkeyed bucket\n\n", k.Callers, k.Processes, k.Keys)
-	fmt.Fprintf(w, "| shards | unkeyed: grants/s (mean) | p50 / p99 | keyed: grants/s (mean) | p50 / p99 | **keyed ÷ unkeyed** | ResourceExhausted (unkeyed / keyed) | errors (unkeyed / keyed) | denials (unkeyed / keyed) | keys granted | keys each shard holds |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-	ratio := fmt.Sprintf("**%.2f×**", k.KeyedVsUnkeyed)
-	if k.Unkeyed.MeanGrantsPerSec == 0 {
-		ratio = "**–** (unkeyed granted nothing)"
+	fmt.Fprintf(w, "| bucket | shards | grants/s (mean) | p50 / p99 | **÷ unkeyed** | ResourceExhausted | errors | denials | keys granted | keys each shard holds |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	rows := []struct {
+		name      string
+		shards    int
+		row       LoadRow
+		vs        float64
+		keys      int
+		touched   int
+		shardKeys []int
+	}{
+		{"unkeyed", 0, k.Unkeyed, 0, 0, 0, nil},
+		{fmt.Sprintf("keyed, %d keys", k.Keys), k.Shards, k.Keyed, k.KeyedVsUnkeyed, k.Keys, k.KeysTouched, k.ShardKeys},
+		{fmt.Sprintf("keyed, %d keys", k.FewKeys), k.Shards, k.Few, k.FewVsUnkeyed, k.FewKeys, k.FewKeysTouched, k.FewShardKeys},
 	}
-	shards := make([]string, len(k.ShardKeys))
-	for i, n := range k.ShardKeys {
-		shards[i] = fmt.Sprint(n)
+	for _, r := range rows {
+		shards, vs, keys, held := "–", "–", "–", "–"
+		if r.keys > 0 {
+			shards, keys, held = fmt.Sprint(r.shards), fmt.Sprintf("%d of %d", r.touched, r.keys), joinInts(r.shardKeys)
+			vs = fmt.Sprintf("**%.2f×**", r.vs)
+			if k.Unkeyed.MeanGrantsPerSec == 0 {
+				vs = "**–** (unkeyed granted nothing)"
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f (%.0f) | %s / %s | %s | %d | %d | %d | %s | %s |\n",
+			r.name, shards, r.row.GrantsPerSec, r.row.MeanGrantsPerSec, latency(r.row.P50ms), latency(r.row.P99ms), vs,
+			r.row.ResourceExhausted, r.row.Errors, r.row.Denied, keys, held)
 	}
-	fmt.Fprintf(w, "| %d | %.0f (%.0f) | %s / %s | %.0f (%.0f) | %s / %s | %s | %d / %d | %d / %d | %d / %d | %d of %d | %s |\n",
-		k.Shards, k.Unkeyed.GrantsPerSec, k.Unkeyed.MeanGrantsPerSec, latency(k.Unkeyed.P50ms), latency(k.Unkeyed.P99ms),
-		k.Keyed.GrantsPerSec, k.Keyed.MeanGrantsPerSec, latency(k.Keyed.P50ms), latency(k.Keyed.P99ms), ratio,
-		k.Unkeyed.ResourceExhausted, k.Keyed.ResourceExhausted, k.Unkeyed.Errors, k.Keyed.Errors, k.Unkeyed.Denied, k.Keyed.Denied,
-		k.KeysTouched, k.Keys, strings.Join(shards, " / "))
-	fmt.Fprintf(w, "\nEach mode runs %.0f s on a fresh server, its bucket created by operator.Apply with plenty of tokens (per key, when keyed) and never refilled. Keys are drawn uniformly, from a fixed sequence per caller. Keys granted counts those granted at least once, warm-up included; a shard's keys are its state query's. Grants per second: the median of one-second windows, and in brackets the mean over the run, which the ratio uses.\n\n", k.Seconds)
+	fmt.Fprintf(w, "\nEach bucket runs %.0f s on a fresh server with the tb worker in a process of its own, the bucket created by operator.Apply with plenty of tokens (per key, when keyed) and never refilled during the load. Keys are drawn uniformly, from a fixed sequence per caller. Keys granted counts those granted at least once, warm-up included; a shard's keys are its state query's after the load. Grants per second: the median of one-second windows, and in brackets the mean over the run, which the ratio uses.\n\n", k.Seconds)
+	fmt.Fprintf(w, "Goal: the keyed bucket of %d keys on %d shards ≥ 50%% of the unkeyed bucket's grants/s — %s.\n\n",
+		k.Keys, k.Shards, verdict(k.Unkeyed.MeanGrantsPerSec > 0 && k.KeyedVsUnkeyed >= 0.5, fmt.Sprintf("%.2f×", k.KeyedVsUnkeyed)))
+	if len(k.Cost) == 0 {
+		return
+	}
+	c0 := k.Cost[0]
+	fmt.Fprintf(w, "### After each load, with no callers: refill ticks, continue-as-new, the worker's heap\n\n")
+	fmt.Fprintf(w, "| bucket | workflows | keys held | worker heap (idle → after the load) | **history events per workflow per tick** | **server CPU per tick**, idle subtracted (all) | worker CPU per tick | runs begun by continue-as-new (forced) | **largest continue-as-new input** | keys / granted IDs it carried |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range k.Cost {
+		fmt.Fprintf(w, "| %s | %d | %d | %.1f → %.1f MB | **%.2f** | **%.2f ms** (%.2f ms) | %.2f ms | %d (%d) | **%s** | %d / %d |\n",
+			c.Bucket, c.Workflows, c.KeysHeld, c.WorkerIdleHeapMB, c.WorkerHeapMB, c.EventsPerTick,
+			c.ServerCPUPerTickNet, c.ServerCPUPerTickMs, c.WorkerCPUPerTickMs,
+			c.ContinuedRuns, c.Forced, bytesSize(c.LargestInputBytes), c.LargestInputKeys, c.LargestInputGrantedIDs)
+	}
+	idle := make([]string, len(k.Cost))
+	types := make([]string, len(k.Cost))
+	for i, c := range k.Cost {
+		idle[i] = fmt.Sprintf("%.1f", c.IdleServerCPUMsPerS)
+		var ts []string
+		for _, t := range slices.Sorted(maps.Keys(c.EventTypes)) {
+			ts = append(ts, fmt.Sprintf("%s %.0f", t, float64(c.EventTypes[t])/float64(max(c.Workflows, 1))))
+		}
+		types[i] = fmt.Sprintf("%s: %s", c.Bucket, strings.Join(ts, ", "))
+	}
+	fmt.Fprintf(w, "\nAfter the load each workflow of the bucket (every shard, when keyed) is made to continue as new by acquire updates of one token up to its %d updates a run, so a run begins with the whole state the load left; the largest input is the biggest a run began with by continue-as-new, in bytes of its JSON, the load's runs included. Then, after %.0f s with nothing sent (the server idled at %s ms CPU a second, in the order of the rows), %d refill ticks one a second, each signalled to every workflow of the bucket as the refill workflow does (not through the Schedule, whose cost does not depend on keys). Per tick: the history events the workflows' histories gained from the first tick to %.0f s after the last, per workflow; CPU over the same window for all the bucket's workflows, the server's (this process: the embedded server and the idle clients), idle subtracted and in brackets all of it, and the worker process's, all of it (read in clock ticks of 10 ms, too coarse to subtract the little it uses idle). The heap is the worker's live Go heap after a collection, once the load ended.\n\nEvents of the ticks' window by type, per workflow — %s.\n\n",
+		workflows.DefaultMaxUpdatesPerRun, c0.IdleSeconds, strings.Join(idle, " / "), c0.Ticks, keyedSettle.Seconds(), strings.Join(types, "; "))
+	fmt.Fprintf(w, "Goal: refill cost per tick independent of the number of keys — %d keys ÷ %d keys, per tick: history events **%.2f×**, server CPU **%.2f×**, worker CPU **%.2f×**.\n\n",
+		k.Keys, k.FewKeys, k.TickEventsVsFew, k.TickServerCPUVsFew, k.TickWorkerCPUVsFew)
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, " / ")
+}
+
+// bytesSize writes n bytes in kB (1,000 bytes) with the exact count.
+func bytesSize(n int) string {
+	if n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f kB (%d bytes)", float64(n)/1000, n)
 }
 
 // verdict says whether a goal was met, and if not, by what.
