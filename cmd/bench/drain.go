@@ -43,6 +43,7 @@ type DrainRow struct {
 }
 
 const (
+	drainSchedule = "@every 1s"
 	drainAmount   = 10
 	drainActivity = "CallAPI"
 	drainWorkflow = "CallAPIOnce"
@@ -77,12 +78,23 @@ func (r *recorder) call(ctx context.Context) error {
 	return nil
 }
 
-func runDrain(ctx context.Context, cfg config) ([]DrainRow, error) {
+// runDrain runs the comparison rows and, with -long, tb's drain at each of
+// drainPhases after them, on the same (warm) server.
+func runDrain(ctx context.Context, cfg config) ([]DrainRow, []DrainPhaseRow, error) {
 	e, err := newEnv(ctx, true, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer e.close()
+	rows, err := drainRows(ctx, cfg, e)
+	if err != nil || !cfg.long {
+		return rows, nil, err
+	}
+	phases, err := drainPhaseRows(ctx, cfg, e, rows[0].Activities)
+	return rows, phases, err
+}
+
+func drainRows(ctx context.Context, cfg config, e *env) ([]DrainRow, error) {
 	n := cfg.scale(100, 300)
 	reps := cfg.scale(1, 3)
 	var rows []DrainRow
@@ -90,7 +102,7 @@ func runDrain(ctx context.Context, cfg config) ([]DrainRow, error) {
 		row := DrainRow{Limiter: limiter, Activities: n, Reps: reps, IdealSec: float64(n-drainAmount) / drainAmount}
 		var drains, denials, updates, attempts []float64
 		for rep := range reps {
-			r, err := drainOnce(ctx, e, limiter, rep, n)
+			r, err := drainOnce(ctx, e, limiter, rep, n, -1)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", limiter, err)
 			}
@@ -115,7 +127,80 @@ func runDrain(ctx context.Context, cfg config) ([]DrainRow, error) {
 	return rows, nil
 }
 
+// DrainPhaseRow is tb's drain with the bucket's Schedule created at a given
+// fraction of a second: a Schedule starts its refill workflows near that
+// phase (drifting), so it sets how late each tick's own refill signal is.
+type DrainPhaseRow struct {
+	TargetPhase   float64 `json:"targetPhase"`   // seconds past a whole second the Schedule was meant to be created at
+	SchedulePhase float64 `json:"schedulePhase"` // and was
+	Activities    int     `json:"activities"`
+	IdealSec      float64 `json:"idealSec"`
+	DrainSec      float64 `json:"drainSec"`
+	VsIdeal       float64 `json:"vsIdeal"`
+	// Lags of the ticks during the drain (see RefillResult): each tick's own
+	// refill signal, and when it became applicable.
+	SignalP50ms      float64 `json:"signalP50ms"`
+	SignalP99ms      float64 `json:"signalP99ms"`
+	EffectiveP50ms   float64 `json:"effectiveP50ms"`
+	EffectiveP99ms   float64 `json:"effectiveP99ms"`
+	OverRefillWindow int     `json:"overRefillWindow"`
+	OverClockWindow  int     `json:"overClockWindow"`
+}
+
+// drainGoal is the goal for tb's drain ÷ ideal at every phase.
+const drainGoal = 1.05
+
+// drainPhases are the phases, past a whole second, at which the phase rows
+// create the bucket's Schedule.
+var drainPhases = []time.Duration{100 * time.Millisecond, 400 * time.Millisecond, 700 * time.Millisecond}
+
+// drainPhaseRows runs tb's drain of n once at each of drainPhases.
+func drainPhaseRows(ctx context.Context, cfg config, e *env, n int) ([]DrainPhaseRow, error) {
+	sched, err := bucket.ParseSchedule(drainSchedule, "")
+	if err != nil {
+		return nil, err
+	}
+	var rows []DrainPhaseRow
+	for i, phase := range drainPhases {
+		r, err := drainOnce(ctx, e, "tb", i, n, phase)
+		if err != nil {
+			return nil, fmt.Errorf("tb at phase %v: %w", phase, err)
+		}
+		row := DrainPhaseRow{TargetPhase: phase.Seconds(), SchedulePhase: r.schedulePhase, Activities: n,
+			IdealSec: float64(n-drainAmount) / drainAmount, DrainSec: r.drain.Seconds(), OverClockWindow: r.overClock}
+		row.VsIdeal = row.DrainSec / row.IdealSec
+		if r.overRefill != nil {
+			row.OverRefillWindow = *r.overRefill
+		}
+		got, err := refillArrivals(ctx, e.c, r.bucket)
+		if err != nil {
+			return nil, err
+		}
+		// The ticks during the drain, each after the one before it.
+		var signal, effective []time.Duration
+		var prev time.Time
+		for t := sched.Next(r.begin.Add(-2 * time.Second)); !t.After(r.begin.Add(r.drain)); prev, t = t, sched.Next(t) {
+			if !t.After(r.begin) {
+				continue
+			}
+			if s, ok := got.signalLag(t); ok {
+				eff, _ := got.effectiveLag(prev, t)
+				signal, effective = append(signal, s), append(effective, eff)
+			}
+		}
+		row.SignalP50ms, row.SignalP99ms = ms(percentile(signal, 50)), ms(percentile(signal, 99))
+		row.EffectiveP50ms, row.EffectiveP99ms = ms(percentile(effective, 50)), ms(percentile(effective, 99))
+		rows = append(rows, row)
+		cfg.logf("drain: tb, Schedule created %.2fs past a second: %.1fs for ideal %.0fs (%.2fx); signal lag p50 %.0fms p99 %.0fms, effective p50 %.0fms p99 %.0fms",
+			row.SchedulePhase, row.DrainSec, row.IdealSec, row.VsIdeal, row.SignalP50ms, row.SignalP99ms, row.EffectiveP50ms, row.EffectiveP99ms)
+	}
+	return rows, nil
+}
+
 type drainResult struct {
+	bucket              string
+	begin               time.Time
+	schedulePhase       float64 // seconds past a whole second the Schedule was created at
 	drain               time.Duration
 	denialsPerGrant     float64
 	updatesPerGrant     float64
@@ -124,12 +209,34 @@ type drainResult struct {
 	overClock           int
 }
 
-func drainOnce(ctx context.Context, e *env, limiter string, rep, n int) (drainResult, error) {
+// drainOnce drains n activities through limiter. A phase ≥ 0 creates the
+// bucket's Schedule that long past a whole second (tb and fixed-5s only).
+func drainOnce(ctx context.Context, e *env, limiter string, rep, n int, phase time.Duration) (drainResult, error) {
 	queue := fmt.Sprintf("drain-%s-%d", limiter, rep)
 	name := fmt.Sprintf("drain_%s_%d", map[string]string{"tb": "tb", "fixed-5s": "fixed", "task-queue-rps": "tq"}[limiter], rep)
-	spec := bucket.Spec{Name: name, Schedule: "@every 1s", Amount: drainAmount, Maximum: drainAmount}
+	if phase >= 0 {
+		queue, name = fmt.Sprintf("%s-phase%d", queue, phase.Milliseconds()), fmt.Sprintf("%s_phase%d", name, phase.Milliseconds())
+	}
+	spec := bucket.Spec{Name: name, Schedule: drainSchedule, Amount: drainAmount, Maximum: drainAmount}
+	var schedPhase float64
 	if limiter != "task-queue-rps" {
+		if phase >= 0 {
+			now := time.Now()
+			at := now.Truncate(time.Second).Add(phase)
+			if !at.After(now) {
+				at = at.Add(time.Second)
+			}
+			select {
+			case <-ctx.Done():
+				return drainResult{}, ctx.Err()
+			case <-time.After(time.Until(at)):
+			}
+		}
 		if err := e.sync(ctx, spec); err != nil {
+			return drainResult{}, err
+		}
+		var err error
+		if schedPhase, err = schedulePhase(ctx, e, spec.Name); err != nil {
 			return drainResult{}, err
 		}
 		// Start once the Schedule is refilling the (full) bucket.
@@ -193,7 +300,7 @@ func drainOnce(ctx context.Context, e *env, limiter string, rep, n int) (drainRe
 		}()
 	}
 	wg.Wait()
-	res := drainResult{drain: time.Since(begin)}
+	res := drainResult{bucket: name, begin: begin, schedulePhase: schedPhase, drain: time.Since(begin)}
 	close(errs)
 	if err := <-errs; err != nil {
 		return res, err

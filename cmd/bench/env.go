@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,16 +34,113 @@ type env struct {
 	workers []worker.Worker
 	// resourceExhausted counts RESOURCE_EXHAUSTED answers to every client made by newClient.
 	resourceExhausted atomic.Int64
+	// updatesAborted counts the updates the server aborted (see abortCounter).
+	updatesAborted *atomic.Int64
 }
+
+// exhaustedCounter is a client metrics handler that counts, by cause, the
+// ResourceExhausted answers the SDK saw, each retry included: the SDK
+// retries them, so a caller sees them only as delay or a timeout.
+type exhaustedCounter struct {
+	counts *exhaustedCounts
+	cause  string
+}
+
+type exhaustedCounts struct {
+	mu      sync.Mutex
+	byCause map[string]int64
+}
+
+func newExhaustedCounter() exhaustedCounter {
+	return exhaustedCounter{counts: &exhaustedCounts{byCause: map[string]int64{}}}
+}
+
+func (h exhaustedCounter) WithTags(tags map[string]string) client.MetricsHandler {
+	if v, ok := tags["cause"]; ok {
+		h.cause = v
+	}
+	return h
+}
+
+func (h exhaustedCounter) Counter(name string) client.MetricsCounter {
+	// Updates are long-poll requests.
+	if name == "temporal_request_resource_exhausted" || name == "temporal_long_request_resource_exhausted" {
+		return counterFunc(func(d int64) {
+			h.counts.mu.Lock()
+			defer h.counts.mu.Unlock()
+			h.counts.byCause[h.cause] += d
+		})
+	}
+	return client.MetricsNopHandler.Counter(name)
+}
+
+func (h exhaustedCounter) Gauge(name string) client.MetricsGauge {
+	return client.MetricsNopHandler.Gauge(name)
+}
+
+func (h exhaustedCounter) Timer(name string) client.MetricsTimer {
+	return client.MetricsNopHandler.Timer(name)
+}
+
+// total returns the answers of every cause, and those by cause.
+func (h exhaustedCounter) total() (int64, map[string]int64) {
+	h.counts.mu.Lock()
+	defer h.counts.mu.Unlock()
+	var n int64
+	for _, c := range h.counts.byCause {
+		n += c
+	}
+	return n, maps.Clone(h.counts.byCause)
+}
+
+// abortCounter is a slog.Handler for the server's log that counts the
+// updates it aborted ("workflow update was aborted"): the frontend logs each
+// as a service failure, and retries it; a client does not see it.
+type abortCounter struct {
+	n     *atomic.Int64
+	attrs []slog.Attr
+}
+
+func (h abortCounter) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelError
+}
+
+func (h abortCounter) Handle(_ context.Context, r slog.Record) error {
+	aborted := slices.ContainsFunc(h.attrs, isAbort)
+	r.Attrs(func(a slog.Attr) bool {
+		aborted = aborted || isAbort(a)
+		return !aborted
+	})
+	if aborted {
+		h.n.Add(1)
+	}
+	return nil
+}
+
+func (h abortCounter) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return abortCounter{n: h.n, attrs: append(slices.Clone(h.attrs), attrs...)}
+}
+
+func (h abortCounter) WithGroup(string) slog.Handler { return h }
+
+func isAbort(a slog.Attr) bool {
+	return a.Key == "error" && strings.Contains(a.Value.String(), "workflow update was aborted")
+}
+
+type counterFunc func(int64)
+
+func (f counterFunc) Inc(d int64) { f(d) }
 
 // newEnv starts a server (with dynamic config overrides dc, if any) and,
 // if tbWorker, a tb worker in this process.
 func newEnv(ctx context.Context, tbWorker bool, dc map[string]any) (*env, error) {
-	srv, err := devserver.Start(ctx, devserver.Options{Address: "127.0.0.1:0", Ephemeral: true, DynamicConfig: dc})
+	aborted := new(atomic.Int64)
+	srv, err := devserver.Start(ctx, devserver.Options{Address: "127.0.0.1:0", Ephemeral: true, DynamicConfig: dc,
+		Logger: slog.New(abortCounter{n: aborted})})
 	if err != nil {
 		return nil, err
 	}
-	e := &env{srv: srv}
+	e := &env{srv: srv, updatesAborted: aborted}
 	if e.c, err = e.newClient(); err != nil {
 		e.close()
 		return nil, err
@@ -57,6 +158,11 @@ func newEnv(ctx context.Context, tbWorker bool, dc map[string]any) (*env, error)
 
 // newClient returns a client with its own connection, as a separate process would have.
 func (e *env) newClient() (client.Client, error) {
+	return e.newClientWithMetrics(nil)
+}
+
+// newClientWithMetrics is newClient with the SDK's metrics going to h (nil for none).
+func (e *env) newClientWithMetrics(h client.MetricsHandler) (client.Client, error) {
 	count := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if status.Code(err) == codes.ResourceExhausted {
@@ -68,6 +174,7 @@ func (e *env) newClient() (client.Client, error) {
 		HostPort:          e.srv.Address(),
 		Namespace:         e.srv.Namespace(),
 		Logger:            quiet,
+		MetricsHandler:    h,
 		ConnectionOptions: client.ConnectionOptions{DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(count)}},
 	})
 	if err != nil {

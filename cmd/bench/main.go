@@ -1,7 +1,7 @@
 // Command bench measures tb on an embedded Temporal server and prints a
 // markdown report of ratios measured side by side in one run:
 //
-//	go run ./bench                  # the whole set, ~11 minutes on 2 cores
+//	go run ./bench                  # the whole set, ~17 minutes on 2 cores
 //	go run ./bench -long            # larger workloads, more repetitions
 //	go run ./bench -only overhead,drain -json results.json
 package main
@@ -41,18 +41,23 @@ func (c config) logf(format string, args ...any) {
 
 // Report is everything one run measured; -json writes it.
 type Report struct {
-	Started    time.Time       `json:"started"`
-	Seconds    float64         `json:"seconds"`
-	Machine    string          `json:"machine"`
-	Long       bool            `json:"long"`
-	Overhead   []OverheadRow   `json:"overhead,omitempty"`
-	Throughput []ThroughputRow `json:"throughput,omitempty"`
-	Drain      []DrainRow      `json:"drain,omitempty"`
-	CAN        *CANResult      `json:"continueAsNew,omitempty"`
-	Many       []ManyResult    `json:"manyBuckets,omitempty"`
+	Started     time.Time       `json:"started"`
+	Seconds     float64         `json:"seconds"`
+	Machine     string          `json:"machine"`
+	Long        bool            `json:"long"`
+	Overhead    []OverheadRow   `json:"overhead,omitempty"`
+	Throughput  []ThroughputRow `json:"throughput,omitempty"`
+	Drain       []DrainRow      `json:"drain,omitempty"`
+	DrainPhases []DrainPhaseRow `json:"drainPhases,omitempty"` // -long only
+	CAN         *CANResult      `json:"continueAsNew,omitempty"`
+	Fleet       []FleetRow      `json:"fleet,omitempty"`
+	Refill      *RefillResult   `json:"refill,omitempty"`
+	Many        []ManyResult    `json:"manyBuckets,omitempty"`
+	Stacked     *StackedResult  `json:"stacked,omitempty"`
+	Keyed       *KeyedResult    `json:"keyed,omitempty"`
 }
 
-var scenarios = []string{"overhead", "throughput", "drain", "can", "many"}
+var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many", "stacked", "keyed"}
 
 func main() {
 	if isWorkerProcess() {
@@ -86,11 +91,19 @@ func main() {
 		case "throughput":
 			report.Throughput, err = runThroughput(ctx, cfg)
 		case "drain":
-			report.Drain, err = runDrain(ctx, cfg)
+			report.Drain, report.DrainPhases, err = runDrain(ctx, cfg)
 		case "can":
 			report.CAN, err = runCAN(ctx, cfg)
+		case "fleet":
+			report.Fleet, err = runFleet(ctx, cfg)
+		case "refill":
+			report.Refill, err = runRefill(ctx, cfg)
 		case "many":
 			report.Many, err = runMany(ctx, cfg)
+		case "stacked":
+			report.Stacked, err = runStacked(ctx, cfg)
+		case "keyed":
+			report.Keyed, err = runKeyed(ctx, cfg)
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", name, err)

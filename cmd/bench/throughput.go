@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -92,66 +90,29 @@ func throughputPair(ctx context.Context, procs, callers int, dur time.Duration) 
 // throughputCell runs callers goroutines, spread over one acquirer per
 // client, each acquiring one token after another for dur after a warm-up.
 func throughputCell(ctx context.Context, e *env, clients []client.Client, callers int, unbatched bool, name string, cell int, dur time.Duration) (ThroughputRow, error) {
-	const warmup = 500 * time.Millisecond
-	acquirers := make([]interceptor.Limiter, len(clients))
-	for i, c := range clients {
-		if unbatched {
-			acquirers[i] = perCall{c}
-			continue
+	var lims []interceptor.Limiter
+	if unbatched {
+		for _, c := range clients {
+			lims = append(lims, perCall{c})
 		}
+	} else {
 		var err error
-		if acquirers[i], err = interceptor.NewAcquirer(c, interceptor.AcquirerOptions{}); err != nil {
+		if lims, err = acquirers(clients); err != nil {
 			return ThroughputRow{}, err
 		}
 	}
-	exhaustedBefore := e.resourceExhausted.Load()
-	begin := time.Now()
-	measureFrom, end := begin.Add(warmup), begin.Add(warmup+dur)
-	runCtx, cancel := context.WithDeadline(ctx, end)
-	defer cancel()
-
-	var (
-		mu       sync.Mutex
-		lat      []time.Duration
-		perSec   = make([]float64, int(dur/time.Second))
-		failures int
-		wg       sync.WaitGroup
-	)
-	for i := range callers {
-		acq := acquirers[i%len(acquirers)]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; runCtx.Err() == nil; n++ {
-				start := time.Now()
-				d, err := acq.Acquire(runCtx, name, fmt.Sprintf("c%d-%d-%d", cell, i, n), 1)
-				done := time.Now()
-				if done.After(end) || start.Before(measureFrom) {
-					continue
-				}
-				mu.Lock()
-				switch {
-				case err != nil && !errors.Is(err, context.DeadlineExceeded):
-					failures++
-				case err == nil && d.Granted:
-					lat = append(lat, done.Sub(start))
-					if s := int(done.Sub(measureFrom) / time.Second); s < len(perSec) {
-						perSec[s]++
-					}
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	r := loadCell(ctx, e, lims, callers, fmt.Sprintf("c%d", cell), dur, func(ctx context.Context, lim interceptor.Limiter, _ int, id string) (bool, error) {
+		d, err := lim.Acquire(ctx, name, id, 1)
+		return d.Granted, err
+	})
 	return ThroughputRow{
 		Callers:           callers,
-		GrantsPerSec:      median(perSec),
-		MeanGrantsPerSec:  float64(len(lat)) / dur.Seconds(),
-		P50ms:             ms(percentile(lat, 50)),
-		P99ms:             ms(percentile(lat, 99)),
-		Errors:            failures,
-		ResourceExhausted: e.resourceExhausted.Load() - exhaustedBefore,
+		GrantsPerSec:      r.GrantsPerSec,
+		MeanGrantsPerSec:  r.MeanGrantsPerSec,
+		P50ms:             r.P50ms,
+		P99ms:             r.P99ms,
+		Errors:            r.Errors,
+		ResourceExhausted: r.ResourceExhausted,
 	}, nil
 }
 

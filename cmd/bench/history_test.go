@@ -1,0 +1,63 @@
+package main
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tokenbucket/tb/bucket"
+)
+
+func TestTickLags(t *testing.T) {
+	sched, err := bucket.ParseSchedule("@every 1s", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(s int, ms int) time.Time {
+		return t0.Add(time.Duration(s)*time.Second + time.Duration(ms)*time.Millisecond)
+	}
+	ms := func(v ...int) []time.Duration {
+		var ds []time.Duration
+		for _, x := range v {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	tests := []struct {
+		name              string
+		got               arrivals
+		signal, effective []time.Duration
+		missing           int
+	}{
+		{
+			name: "each signal before the next tick: every tick after the first applies on time",
+			got:  arrivals{at(0, 0): at(0, 300), at(1, 0): at(1, 900), at(2, 0): at(2, 10)},
+			// The first tick has no previous signal: its own lag.
+			signal: ms(300, 900, 10), effective: ms(300, 0, 0),
+		},
+		{
+			name:   "a signal after the next tick delays that tick by as much",
+			got:    arrivals{at(0, 0): at(1, 200), at(1, 0): at(1, 250)},
+			signal: ms(1200, 250), effective: ms(1200, 200),
+		},
+		{
+			name:   "a tick is applicable by its own signal at the latest",
+			got:    arrivals{at(0, 0): at(1, 500), at(1, 0): at(1, 100)},
+			signal: ms(1500, 100), effective: ms(1500, 100),
+		},
+		{
+			name:   "a missing signal: no lags for its tick, and the next counts its own",
+			got:    arrivals{at(0, 0): at(0, 100), at(2, 0): at(2, 400)},
+			signal: ms(100, 400), effective: ms(100, 400), missing: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			signal, effective, missing := tt.got.tickLags(sched)
+			if !slices.Equal(signal, tt.signal) || !slices.Equal(effective, tt.effective) || missing != tt.missing {
+				t.Errorf("got signal %v, effective %v, missing %d; want %v, %v, %d", signal, effective, missing, tt.signal, tt.effective, tt.missing)
+			}
+		})
+	}
+}
