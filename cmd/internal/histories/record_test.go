@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -38,10 +40,18 @@ const (
 	healedFile       = "bucket-started-by-refill"
 	retiredFile      = "refill-retired-bucket"
 	garbageFile      = "bucket-garbage"
+	settleFile       = "bucket-settle"
+	upstreamFile     = "bucket-upstream"
+	shadowFile       = "bucket-shadow"
+	keyedFirstFile   = "bucket-keyed-shard0-run1"
+	keyedSecondFile  = "bucket-keyed-shard0-run2"
+	keyedRefillFile  = "refill-keyed"
+	authorizedFile   = "bucket-authorized-ticks"
 )
 
 var files = []string{grantsFile, leasesFile, reconfigureFile, firstRunFile, continuedRunFile,
-	retireFile, scheduledFile, missingFile, healedFile, retiredFile, garbageFile}
+	retireFile, scheduledFile, missingFile, healedFile, retiredFile, garbageFile,
+	settleFile, upstreamFile, shadowFile, keyedFirstFile, keyedSecondFile, keyedRefillFile, authorizedFile}
 
 // wait bounds every wait for the server or the worker.
 const wait = 30 * time.Second
@@ -82,6 +92,11 @@ func TestRecordHistories(t *testing.T) {
 	t.Run("refill from a schedule", r.refillFromSchedule)
 	t.Run("refill of a missing bucket", r.refillMissingBucket)
 	t.Run("garbage", r.garbage)
+	t.Run("settle", r.settleUps)
+	t.Run("upstream", r.upstream)
+	t.Run("shadow", r.shadow)
+	t.Run("keyed", r.keyed)
+	t.Run("authorized ticks", r.authorizedTicks)
 }
 
 type recorder struct {
@@ -97,9 +112,10 @@ func yearStart() workflows.Refill {
 }
 
 // grantsDenialsRefills: grants through the Acquirer, a partial batch,
-// denials the validator turned away (no history) reported by the next
-// accepted batch, refills with a tick and manual ones (one capped), a
-// duplicate refill ID and a duplicate request ID.
+// denials (no history: one the validator turned away, one the Acquirer
+// refused itself, the bucket having just refused until its next tick)
+// reported when that Acquirer closes, refills with a tick and manual ones
+// (one capped), a duplicate refill ID and a duplicate request ID.
 func (r *recorder) grantsDenialsRefills(t *testing.T) {
 	spec := bucket.Spec{Name: "grants", Schedule: "@yearly", Amount: 5, Maximum: 10, Initial: new(int64(4))}
 	r.sync(t, spec)
@@ -114,9 +130,13 @@ func (r *recorder) grantsDenialsRefills(t *testing.T) {
 	}
 	r.deny(t, a, spec.Name, "denied-1", 1)
 	r.deny(t, a, spec.Name, "denied-2", 2)
+	// Refused, this Acquirer refuses locally until the tick the bucket named,
+	// months away: closing it reports the 3 tokens denied, and another carries on.
+	r.close(t, a, workflows.BucketID(spec.Name))
+	a = newAcquirer(t, r.s)
 	tick := yearStart()
 	r.signal(t, spec.Name, workflows.RefillSignal, tick)
-	r.grant(t, a, spec.Name, "grant-3", 1, 4) // reports the 3 tokens denied
+	r.grant(t, a, spec.Name, "grant-3", 1, 4)
 	r.signal(t, spec.Name, workflows.RefillSignal, workflows.Refill{ID: "manual-1", Amount: 3})
 	r.signal(t, spec.Name, workflows.RefillSignal, tick) // a duplicate: ignored
 	r.grant(t, a, spec.Name, "grant-4", 2, 5)
@@ -179,6 +199,352 @@ func (r *recorder) garbage(t *testing.T) {
 		t.Fatalf("ignored %d refills, want 2", st.Ignored)
 	}
 	r.save(t, garbageFile, workflows.BucketID(spec.Name), r.runID(t, spec.Name))
+}
+
+// settleUps: settle-ups as the Acquirer sends them after a call: a refund
+// (a grant of 100 that used 40 gives 60 back), a charge beyond the tokens
+// left (the rest a debt), the same charge again (applied once), a refill
+// with a tick that pays the debt first, a refund of more than its grant
+// cost (capped at the cost), and a grant of every token left.
+func (r *recorder) settleUps(t *testing.T) {
+	spec := bucket.Spec{Name: "settle", Schedule: "@yearly", Amount: 100, Maximum: 200, Initial: new(int64(150))}
+	r.sync(t, spec)
+	a := newAcquirer(t, r.s)
+	id := workflows.BucketID(spec.Name)
+	settle := func(grant string, tokens int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := a.Settle(ctx, spec.Name, grant, tokens); err != nil {
+			t.Fatalf("settling %s by %d: %v", grant, tokens, err)
+		}
+		r.settle(t, id, "")
+	}
+	r.grant(t, a, spec.Name, "settle-1", 100, 50) // an estimate of 100
+	settle("settle-1", -60)                       // it used 40
+	st := r.wantState(t, spec.Name, 110, 100, 0)
+	if st.Refunded != 60 || st.Debt != 0 {
+		t.Fatalf("after the refund: %+v; want 60 refunded, no debt", st.State)
+	}
+	r.grant(t, a, spec.Name, "settle-2", 10, 100)
+	settle("settle-2", 130) // it used 140: 100 taken, 30 owed
+	want := func(tokens, debt, refunded, charged int64) {
+		t.Helper()
+		st := r.wantState(t, spec.Name, tokens, 110, 0)
+		if st.Debt != debt || st.Refunded != refunded || st.Charged != charged {
+			t.Fatalf("bucket %s: %d debt, %d refunded, %d charged; want %d, %d, %d", spec.Name, st.Debt, st.Refunded, st.Charged, debt, refunded, charged)
+		}
+	}
+	want(0, 30, 60, 130)
+	settle("settle-2", 130) // the same settle-up again: applied once
+	want(0, 30, 60, 130)
+	r.signal(t, spec.Name, workflows.RefillSignal, yearStart()) // 100 tokens, 30 of them paying the debt
+	want(70, 0, 60, 130)
+	r.grant(t, a, spec.Name, "settle-3", 5, 65)
+	settle("settle-3", -8)                      // more than it cost: 5 given back
+	r.grant(t, a, spec.Name, "settle-4", 70, 0) // what the settle-ups left, which a replay then compares
+	st = r.wantState(t, spec.Name, 0, 185, 0)
+	if st.Refunded != 65 || st.Charged != 130 || st.Debt != 0 || st.Unrefunded != 0 {
+		t.Fatalf("at the end: %+v; want 65 refunded, 130 charged, no debt", st.State)
+	}
+	r.save(t, settleFile, id, r.runID(t, spec.Name))
+}
+
+// upstream: what the API behind the bucket said, reported through the
+// Acquirer: a pause of 3 s (a batch during it refused, by the bucket and by
+// its validator), the same report again (applied once), a count of what is
+// left lowering the tokens; after the pause, a grant.
+func (r *recorder) upstream(t *testing.T) {
+	spec := bucket.Spec{Name: "upstream", Schedule: "@yearly", Amount: 10, Maximum: 10}
+	r.sync(t, spec)
+	a := newAcquirer(t, r.s)
+	id := workflows.BucketID(spec.Name)
+	const pause = 3 * time.Second
+	report := func(reportID string, u interceptor.Upstream) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := a.Report(ctx, spec.Name, reportID, u); err != nil {
+			t.Fatalf("report %s: %v", reportID, err)
+		}
+		r.settle(t, id, "")
+	}
+	r.grant(t, a, spec.Name, "up-1", 1, 9)
+	report("pause-1", interceptor.Upstream{Pause: pause})
+	paused := r.wantState(t, spec.Name, 9, 1, 0)
+	if paused.Pauses != 1 || !paused.PausedUntil.After(time.Now()) {
+		t.Fatalf("after the pause: %+v; want one pause, lasting", paused.State)
+	}
+	// A batch the validator lets through (it repeats a granted request): the
+	// paused bucket grants the new request nothing.
+	resp := r.acquireBatch(t, spec.Name, "paused-batch", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{
+		{ID: "up-1", Cost: 1}, {ID: "up-2", Cost: 1}}})
+	if res := resp.Results; len(res) != 2 || !res[0].Granted || res[1].Granted || res[1].RetryAfter <= 0 || res[1].RetryAfter > pause || resp.Tokens != 9 {
+		t.Fatalf("paused batch: %+v; want the repeat granted, the new request denied until the pause ends, 9 tokens", resp)
+	}
+	r.rateLimited(t, id, "paused-refused", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "up-3", Cost: 1}}})
+	repeated := time.Now()
+	report("pause-1", interceptor.Upstream{Pause: pause}) // the same report: applied once
+	if st := r.wantState(t, spec.Name, 9, 1, 1); !st.PausedUntil.Equal(paused.PausedUntil) || st.Pauses != 1 {
+		t.Fatalf("after the repeated report: paused until %v, %d pauses; want %v, 1", st.PausedUntil, st.Pauses, paused.PausedUntil)
+	}
+	report("remaining-1", interceptor.Upstream{Remaining: new(int64(5))})
+	if st := r.wantState(t, spec.Name, 5, 1, 1); st.Calibrations != 1 {
+		t.Fatalf("after the count: %d calibrations; want 1", st.Calibrations)
+	}
+	// The Acquirer refuses locally for a pause from each report it sends,
+	// the repeated one too: wait for both.
+	end := paused.PausedUntil
+	if local := repeated.Add(pause); local.After(end) {
+		end = local
+	}
+	<-time.After(time.Until(end.Add(200 * time.Millisecond))) // waiting out the pause
+	r.grant(t, a, spec.Name, "up-4", 1, 4)
+	st := r.wantState(t, spec.Name, 4, 2, 1)
+	if st.Pauses != 1 || st.Calibrations != 1 || st.PausedUntil.After(time.Now()) {
+		t.Fatalf("at the end: %+v; want one pause, over, and one calibration", st.State)
+	}
+	r.save(t, upstreamFile, id, r.runID(t, spec.Name))
+}
+
+// shadow: a bucket in shadow mode grants everything, counting what it would
+// have refused; switched to enforcing by a sync, it keeps its tokens and refuses.
+func (r *recorder) shadow(t *testing.T) {
+	spec := bucket.Spec{Name: "shadow", Schedule: "@yearly", Amount: 3, Maximum: 3, Mode: bucket.ModeShadow}
+	r.sync(t, spec)
+	a := newAcquirer(t, r.s)
+	acquire := func(id string, cost, tokens int64, shadow bool) {
+		t.Helper()
+		d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, id, cost)
+		if !d.Granted || d.Shadow != shadow || d.Remaining != tokens {
+			t.Fatalf("acquire %s of %d: %+v; want granted, shadow %t, %d tokens left", id, cost, d, shadow, tokens)
+		}
+	}
+	acquire("shadow-1", 2, 1, false)
+	acquire("shadow-2", 2, 1, true) // would be denied
+	resp := r.acquireBatch(t, spec.Name, "shadow-batch", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{
+		{ID: "shadow-3", Cost: 1}, {ID: "shadow-4", Cost: 1}, {ID: "shadow-5", Cost: 4}}})
+	if res := resp.Results; len(res) != 3 || !res[0].Granted || res[0].Shadow || !res[1].Granted || !res[1].Shadow || res[2].Invalid == "" || resp.Tokens != 0 {
+		t.Fatalf("shadow batch: %+v; want granted, granted in shadow, invalid, and 0 tokens left", resp)
+	}
+	acquire("shadow-6", 1, 0, true)
+	if st := r.wantState(t, spec.Name, 0, 3, 0); st.WouldDeny != 4 {
+		t.Fatalf("would deny %d tokens; want 4", st.WouldDeny)
+	}
+	enforced := spec
+	enforced.Mode = bucket.ModeEnforce
+	r.sync(t, enforced)
+	refused := r.rateLimited(t, workflows.BucketID(spec.Name), "enforced", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "shadow-7", Cost: 1}}})
+	if refused.Tokens != 0 {
+		t.Fatalf("enforcing: refused with %+v; want 0 tokens", refused)
+	}
+	if st := r.wantState(t, spec.Name, 0, 3, 0); st.WouldDeny != 4 || st.Spec.Shadow() {
+		t.Fatalf("enforcing: %+v; want the would-deny count kept, the spec enforcing", st)
+	}
+	r.save(t, shadowFile, workflows.BucketID(spec.Name), r.runID(t, spec.Name))
+}
+
+// Keys of the keyed bucket that shard 0 of 2 holds.
+const (
+	keyBob   = "bob"
+	keyCarol = "carol"
+	keyHeidi = "heidi"
+)
+
+// keyed: a keyed bucket (3 tokens a key, 2 a tick, on 2 shards) whose shard
+// 0 continues as new every 4 updates, synced by operator.Apply. Run 1: grants
+// of three keys, one key refused by the validator, a refill its Schedule
+// started (one signal to each shard; that refill workflow is recorded too),
+// a new key, settle-ups (a charge into debt, a refund, a refund late after
+// the tick), upstream reports (one key's count, another's pause) and a batch
+// in which the paused key is refused and another granted. Run 2: a manual
+// refill of the indebted key, a grant, a repeat of run 1's first request.
+func (r *recorder) keyed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
+	defer cancel()
+	spec := bucket.Spec{Name: "keyed", Schedule: "@yearly", Amount: 2, Maximum: 3, Keyed: true, Shards: 2}
+	for _, key := range []string{keyBob, keyCarol, keyHeidi} {
+		if n := bucket.KeyShard(key, spec.ShardCount()); n != 0 {
+			t.Fatalf("key %s is on shard %d", key, n)
+		}
+	}
+	// Shard 0 started as Apply starts it, but continuing as new every 4
+	// updates; Apply finds it so, and starts shard 1 and the Schedule.
+	id := workflows.ShardID(spec.Name, 0)
+	started := spec
+	started.TaskQueue = workflows.TaskQueue
+	run, err := r.s.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: id, TaskQueue: workflows.TaskQueue, Memo: map[string]any{workflows.SpecMemo: started},
+	}, workflows.BucketWorkflowType, workflows.BucketInput{Spec: started, Shard: 0, MaxUpdatesPerRun: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := run.GetRunID()
+	r.sync(t, spec)
+	a := newAcquirer(t, r.s)
+	key := func(k string) interceptor.Key {
+		return interceptor.Key{Bucket: spec.Name, Key: k, Shards: spec.ShardCount()}
+	}
+	grant := func(k, reqID string, cost, tokens int64) {
+		t.Helper()
+		if d := r.acquireKey(t, a, key(k), reqID, cost); !d.Granted || d.Remaining != tokens {
+			t.Fatalf("acquire %s of %d for key %s: %+v; want granted, %d tokens left to the key", reqID, cost, k, d, tokens)
+		}
+	}
+	settle := func(k, grant string, tokens int64) {
+		t.Helper()
+		if err := a.SettleKey(ctx, key(k), grant, tokens); err != nil {
+			t.Fatalf("settling %s by %d: %v", grant, tokens, err)
+		}
+		r.settle(t, id, "")
+	}
+	report := func(k, reportID string, u interceptor.Upstream) {
+		t.Helper()
+		if err := a.ReportKey(ctx, key(k), reportID, u); err != nil {
+			t.Fatalf("report %s: %v", reportID, err)
+		}
+		r.settle(t, id, "")
+	}
+	wantKey := func(k string, tokens, debt int64, paused bool) {
+		t.Helper()
+		ks, err := operator.KeyState(ctx, r.s.Client, spec.Name, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ks.Held || ks.Tokens != tokens || ks.Debt != debt || ks.PausedUntil.IsZero() == paused {
+			t.Fatalf("key %s: %+v; want held, %d tokens, %d debt, paused %t", k, ks, tokens, debt, paused)
+		}
+	}
+
+	grant(keyBob, "ka-1", 2, 1)
+	grant(keyCarol, "kb-1", 3, 0)
+	if d := r.acquireKey(t, a, key(keyCarol), "kb-2", 1); d.Granted || d.RetryAfter <= 0 || d.Remaining != 0 {
+		t.Fatalf("acquire kb-2 of carol's empty key: %+v; want denied with a retry-after", d)
+	}
+	// A triggered refill's tick is when it started, to the second: start it
+	// in a later second than ka-1's grant, which is then from before the tick.
+	<-time.After(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 50*time.Millisecond)))
+	refillID, refillRun := r.triggerRefill(t, spec.Name, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED)
+	r.settle(t, id, "")
+	r.settle(t, workflows.ShardID(spec.Name, 1), "")
+	wantKey(keyBob, 3, 0, false)
+	wantKey(keyCarol, 2, 0, false)
+	grant(keyHeidi, "kc-1", 1, 2) // a new key; the batch reports kb-2's denial
+	settle(keyCarol, "kb-1", 3)   // it used 6: the key's 2 and 1 owed
+	settle(keyHeidi, "kc-1", -1)  // it used nothing
+	settle(keyBob, "ka-1", -1)    // granted before the tick: too late to refund
+	wantKey(keyCarol, 0, 1, false)
+	wantKey(keyHeidi, 3, 0, false)
+	report(keyHeidi, "up-kc", interceptor.Upstream{Remaining: new(int64(1))})
+	report(keyBob, "up-ka", interceptor.Upstream{Pause: time.Minute})
+	wantKey(keyBob, 3, 0, true)
+	var resp workflows.AcquireResponse
+	r.updateWF(t, id, "keyed-batch", workflows.AcquireUpdate, workflows.AcquireBatch{Requests: []workflows.AcquireRequest{
+		{ID: "ka-2", Cost: 1, Key: keyBob}, {ID: "kc-2", Cost: 1, Key: keyHeidi}}}, &resp)
+	if res := resp.Results; len(res) != 2 || res[0].Granted || res[0].RetryAfter <= 0 || res[0].KeyTokens == nil || *res[0].KeyTokens != 3 ||
+		!res[1].Granted || res[1].KeyTokens == nil || *res[1].KeyTokens != 0 {
+		t.Fatalf("keyed batch: %+v; want bob's request denied while paused (3 tokens kept), heidi's granted (0 left)", resp)
+	}
+	// The fourth update: the run continues as new.
+	testserver.Eventually(t, wait, func() (bool, string) {
+		d, err := r.s.Client.DescribeWorkflowExecution(ctx, id, first)
+		st := d.GetWorkflowExecutionInfo().GetStatus()
+		return err == nil && st == enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW, fmt.Sprintf("first run %s (%v)", st, err)
+	})
+	second := r.currentRun(t, id)
+	if second == first {
+		t.Fatalf("run %s continued as new, but is still the current run", first)
+	}
+	before, after, err := operator.RefillKey(ctx, r.s.Client, spec.Name, keyCarol, operator.RefillOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Tokens != 0 || before.Debt != 1 || after.Tokens != 1 || after.Debt != 0 {
+		t.Fatalf("refill of carol: %+v → %+v; want 0 tokens and 1 owed → 1 token, debt paid", before, after)
+	}
+	r.settle(t, id, "")
+	grant(keyCarol, "kb-3", 1, 0)
+	if d := r.acquireKey(t, a, key(keyBob), "ka-1", 2); !d.Granted {
+		t.Fatalf("acquire ka-1 again, granted in the first run: %+v; want granted, for free", d)
+	}
+	wantKey(keyBob, 3, 0, true)
+	wantKey(keyCarol, 0, 0, false)
+	wantKey(keyHeidi, 0, 0, false)
+	st := r.wantState(t, spec.Name, 0, 8, 2)
+	if st.Keys != 3 || st.Refunded != 1 || st.Unrefunded != 1 || st.Charged != 3 || st.Calibrations != 1 || st.Pauses != 1 {
+		t.Fatalf("bucket %s: %+v, %d keys; want 3 keys, 1 refunded, 1 too late, 3 charged, 1 calibration, 1 pause", spec.Name, st.State, st.Keys)
+	}
+	r.save(t, keyedFirstFile, id, first)
+	r.save(t, keyedSecondFile, id, second)
+	r.save(t, keyedRefillFile, refillID, refillRun)
+}
+
+// authorizedTicks: the one bucket here whose Schedule ticks inside the
+// recording, every 2 s. The real Schedule starts a refill workflow per tick,
+// which signals the bucket and authorizes it to apply the next tick by
+// itself; a grant follows each tick. Then the Schedule is paused, just after
+// a tick's refill arrived: the bucket applies the one tick that refill
+// authorized by itself, on the tick (a grant draws on it), and no more.
+func (r *recorder) authorizedTicks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	defer cancel()
+	const every = 2 * time.Second
+	spec := bucket.Spec{Name: "authorized", Schedule: "@every 2s", Amount: 1, Maximum: 1, Initial: new(int64(0))}
+	r.sync(t, spec)
+	id := workflows.BucketID(spec.Name)
+	a := newAcquirer(t, r.s)
+	h := r.s.Client.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
+	var last, tick time.Time // the refill the latest grant drew on; the tick the Schedule was paused after
+	grants := int64(0)
+	for i := 1; tick.IsZero(); i++ {
+		if i > 10 {
+			t.Fatalf("after %d ticks, no refill arrived early enough to pause the Schedule before the next tick", i-1)
+		}
+		testserver.Eventually(t, wait, func() (bool, string) {
+			st, err := r.s.State(ctx, spec.Name)
+			return err == nil && st.Tokens == 1, fmt.Sprintf("bucket %s: %+v (%v); want the next tick's token", spec.Name, st.State, err)
+		})
+		reqID := fmt.Sprint("auth-", i)
+		d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, reqID, 1)
+		if !d.Granted || d.Remaining != 0 || !d.LastRefill.After(last) {
+			t.Fatalf("acquire %s: %+v; want granted, 0 tokens left, drawn on a refill after %v", reqID, d, last)
+		}
+		last = d.LastRefill
+		grants++
+		st, err := r.s.State(ctx, spec.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A refill that arrived authorized the tick after it; pause while that is more than a second away.
+		if i >= 3 && st.Tokens == 0 && st.Until.Equal(st.LastTick.Add(every)) && time.Until(st.Until) > time.Second {
+			if err := h.Pause(ctx, client.SchedulePauseOptions{Note: "paused by the recorder"}); err != nil {
+				t.Fatal(err)
+			}
+			tick = st.LastTick
+			t.Logf("paused the Schedule after the refill of %v, %d ticks in", tick.Format(time.RFC3339), i)
+		}
+	}
+	next := tick.Add(every)
+	<-time.After(time.Until(next.Add(500 * time.Millisecond))) // past the authorized tick
+	desc, err := h.Describe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || n == 0 || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
+		t.Fatalf("the Schedule, paused after the tick of %v: paused %t, recent actions %+v", tick, desc.Schedule.State.Paused, desc.Info.RecentActions)
+	}
+	d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, "auth-self", 1)
+	if !d.Granted || d.Remaining != 0 || !d.LastRefill.Equal(next) {
+		t.Fatalf("acquire auth-self: %+v; want granted from the tick of %v, which the bucket applied itself", d, next)
+	}
+	grants++
+	<-time.After(time.Until(next.Add(every + 500*time.Millisecond))) // past the tick after, which nothing authorized
+	r.rateLimited(t, id, "auth-unauthorized", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "auth-late", Cost: 1}}})
+	st := r.wantState(t, spec.Name, 0, grants, 0)
+	if !st.LastTick.Equal(next) || !st.Until.Equal(next) || st.Ignored != 0 {
+		t.Fatalf("at the end: last tick %v, authorized until %v, %d ignored; want the tick of %v, no later one authorized", st.LastTick, st.Until, st.Ignored, next)
+	}
+	r.save(t, authorizedFile, id, r.runID(t, spec.Name))
 }
 
 // reconfigure: tb sync-schedules changes a running bucket twice through the
@@ -314,6 +680,55 @@ func newAcquirer(t *testing.T, s *testserver.Server) *interceptor.Acquirer {
 	return a
 }
 
+// close closes the Acquirer, which reports the denials it has not
+// reported to workflow wf, and waits until wf has taken them.
+func (r *recorder) close(t *testing.T, a *interceptor.Acquirer, wf string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.settle(t, wf, "")
+}
+
+// acquireKey acquires through the Acquirer and returns what it decided.
+func (r *recorder) acquireKey(t *testing.T, a *interceptor.Acquirer, k interceptor.Key, id string, cost int64) interceptor.Decision {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	d, err := a.AcquireKey(ctx, k, id, cost)
+	if err != nil {
+		t.Fatalf("acquire %s: %v", id, err)
+	}
+	return d
+}
+
+// rateLimited sends one acquire update to workflow wf and wants its
+// validator to refuse it, writing no history; it returns the answer the
+// refusal carries.
+func (r *recorder) rateLimited(t *testing.T, wf, updateID string, batch workflows.AcquireBatch) workflows.AcquireResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	h, err := r.s.Client.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		UpdateID:     updateID,
+		WorkflowID:   wf,
+		UpdateName:   workflows.AcquireUpdate,
+		Args:         []any{batch},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	var appErr *temporal.ApplicationError
+	var resp workflows.AcquireResponse
+	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRateLimited || appErr.Details(&resp) != nil {
+		t.Fatalf("update %s: %v; want it refused as %s", updateID, err, workflows.ErrRateLimited)
+	}
+	return resp
+}
+
 // sync creates or reconfigures the bucket as tb sync-schedules does.
 func (r *recorder) sync(t *testing.T, spec bucket.Spec) {
 	t.Helper()
@@ -327,6 +742,12 @@ func (r *recorder) sync(t *testing.T, spec bucket.Spec) {
 		if ch.Bucket == spec.Name && ch.Workflow != operator.Created && ch.Workflow != operator.Updated {
 			t.Fatalf("sync left bucket %s %s; want it created or updated", spec.Name, ch.Workflow)
 		}
+	}
+	if n := spec.ShardCount(); n > 0 {
+		for i := range n {
+			r.settle(t, workflows.ShardID(spec.Name, i), "")
+		}
+		return
 	}
 	r.settle(t, workflows.BucketID(spec.Name), "")
 }
@@ -369,11 +790,17 @@ func (r *recorder) acquireBatch(t *testing.T, name, updateID string, batch workf
 
 func (r *recorder) update(t *testing.T, name, updateID, update string, arg, out any) {
 	t.Helper()
+	r.updateWF(t, workflows.BucketID(name), updateID, update, arg, out)
+}
+
+// updateWF sends an update to workflow wf (a bucket's, or a shard's), with a fixed update ID.
+func (r *recorder) updateWF(t *testing.T, wf, updateID, update string, arg, out any) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	opts := client.UpdateWorkflowOptions{
 		UpdateID:     updateID,
-		WorkflowID:   workflows.BucketID(name),
+		WorkflowID:   wf,
 		UpdateName:   update,
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	}
@@ -432,7 +859,13 @@ func (r *recorder) waitClosed(t *testing.T, id, runID string, want enumspb.Workf
 // runID returns the current run of the bucket workflow.
 func (r *recorder) runID(t *testing.T, name string) string {
 	t.Helper()
-	d, err := r.s.Client.DescribeWorkflowExecution(context.Background(), workflows.BucketID(name), "")
+	return r.currentRun(t, workflows.BucketID(name))
+}
+
+// currentRun returns the current run of workflow id.
+func (r *recorder) currentRun(t *testing.T, id string) string {
+	t.Helper()
+	d, err := r.s.Client.DescribeWorkflowExecution(context.Background(), id, "")
 	if err != nil {
 		t.Fatal(err)
 	}
