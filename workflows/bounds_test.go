@@ -71,6 +71,20 @@ func TestFloodedBucketStaysBounded(t *testing.T) {
 		})
 		at += time.Millisecond
 	}
+	// Settle-ups and reports of the longest IDs, past their byte bound, ten
+	// per callback: the test environment holds about a thousand callbacks.
+	for c := range 150 {
+		h.at(at, func() {
+			for i := c * 10; i < c*10+10; i++ {
+				if i%2 == 0 {
+					h.env.SignalWorkflow(SettleSignal, Settle{ID: longID("settle", i), Grant: "no-such-grant", Tokens: -1})
+				} else {
+					h.env.SignalWorkflow(UpstreamSignal, Upstream{ID: longID("report", i)})
+				}
+			}
+		})
+		at += time.Millisecond
+	}
 	// The last update reaches MaxUpdatesPerRun: the run continues as new.
 	h.at(at+time.Second, func() { h.acquire("last", req("last", 1)) })
 	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: big + leases + 1})
@@ -91,9 +105,13 @@ func TestFloodedBucketStaysBounded(t *testing.T) {
 		}
 	}
 	st := next.State
-	if len(st.Leases) > bucket.MaxLeases || next.granted.len() > grantedIDsKept || next.granted.size() > grantedIDsBytes || next.ticks.len() > tickIDsKept {
-		t.Errorf("carried %d leases, %d request IDs (%d bytes), %d tick IDs: past their bounds",
-			len(st.Leases), next.granted.len(), next.granted.size(), next.ticks.len())
+	if len(st.Leases) > bucket.MaxLeases || next.granted.len() > grantedIDsKept || next.granted.size() > grantedIDsBytes || next.ticks.len() > tickIDsKept ||
+		next.settled.len() > settledIDsKept || next.settled.size() > settledIDsBytes {
+		t.Errorf("carried %d leases, %d request IDs (%d bytes), %d tick IDs, %d settle-up and report IDs (%d bytes): past their bounds",
+			len(st.Leases), next.granted.len(), next.granted.size(), next.ticks.len(), next.settled.len(), next.settled.size())
+	}
+	if next.settled.size() < settledIDsBytes*9/10 {
+		t.Errorf("the flood did not reach the settle-ups' bound: %d bytes of IDs", next.settled.size())
 	}
 	if next.granted.len() < grantedIDsKept/3 || next.ticks.len() < tickIDsKept {
 		t.Errorf("the flood did not reach the bounds: %d request IDs, %d tick IDs", next.granted.len(), next.ticks.len())
@@ -108,8 +126,8 @@ func TestFloodedBucketStaysBounded(t *testing.T) {
 	if n := len(p.Data); n > maxCarried {
 		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarried)
 	} else {
-		t.Logf("continue-as-new input after the flood: %d bytes (%d request IDs, %d tick IDs, %d leases)",
-			n, next.granted.len(), next.ticks.len(), len(st.Leases))
+		t.Logf("continue-as-new input after the flood: %d bytes (%d request IDs, %d tick IDs, %d settle-up and report IDs, %d leases)",
+			n, next.granted.len(), next.ticks.len(), next.settled.len(), len(st.Leases))
 	}
 
 	// The next run answers.
@@ -396,12 +414,24 @@ func TestKeyFloodStaysBounded(t *testing.T) {
 	var results []*updateResult
 	batches := MaxKeysPerShard/1000 + 1
 	for b := range batches {
-		h.at(time.Duration(b+1)*time.Millisecond, func() {
+		h.at(time.Duration(b+1)*time.Second, func() {
 			reqs := make([]AcquireRequest, 1000)
 			for i := range reqs {
 				reqs[i] = keyReq(longID(fmt.Sprint("r", b), i), longKey(b*1000+i), 1)
 			}
 			results = append(results, h.acquire(fmt.Sprint("flood-", b), reqs...))
+		})
+	}
+	// Settle-ups and reports of a key it holds, with the longest IDs.
+	for c := range 150 {
+		h.at(1500*time.Millisecond+time.Duration(c)*time.Millisecond, func() {
+			for i := c * 10; i < c*10+10; i++ {
+				if i%2 == 0 {
+					h.env.SignalWorkflow(SettleSignal, Settle{ID: longID("settle", i), Grant: "no-such-grant", Tokens: -1, Key: longKey(0)})
+				} else {
+					h.env.SignalWorkflow(UpstreamSignal, Upstream{ID: longID("report", i), Key: longKey(0)})
+				}
+			}
 		})
 	}
 	h.env.ExecuteWorkflow(BucketWorkflowType, BucketInput{Spec: spec, MaxUpdatesPerRun: batches})
@@ -436,7 +466,8 @@ func TestKeyFloodStaysBounded(t *testing.T) {
 	if n := len(p.Data); n > maxCarriedKeyed {
 		t.Errorf("the continue-as-new input is %d bytes, more than %d", n, maxCarriedKeyed)
 	} else {
-		t.Logf("continue-as-new input after the key flood: %d bytes (%d keys, %d request IDs, %d tick IDs)", n, len(next.keys), next.granted.len(), len(next.ticks.IDs))
+		t.Logf("continue-as-new input after the key flood: %d bytes (%d keys, %d request IDs, %d tick IDs, %d settle-up and report IDs)",
+			n, len(next.keys), next.granted.len(), len(next.ticks.IDs), next.settled.len())
 	}
 
 	// Every key held is empty: a new key waits for the refill, which brings

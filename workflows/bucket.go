@@ -37,6 +37,9 @@ const (
 	tickIDsMaxAge    = 24 * time.Hour
 	settledIDsKept   = 4096
 	settledIDsMaxAge = time.Hour
+	// settledIDsBytes bounds the settle-up and report IDs in bytes: 2048 of
+	// tb's own (about 30 bytes), 1024 of the longest a caller may send.
+	settledIDsBytes = 64 << 10
 )
 
 // BucketWorkflow holds one bucket's tokens. It grants tokens through the
@@ -392,7 +395,7 @@ func (w *bucketWorkflow) upstream(ctx workflow.Context, u Upstream) {
 	if u.ID == "" || len(u.ID) > MaxIDLength || w.in.settled.has(u.ID) {
 		return
 	}
-	w.in.settled.add(u.ID, now)
+	w.rememberSettled(u.ID, now)
 	m := w.metrics(ctx)
 	if w.keyed() && u.Key != "" {
 		if bucket.CheckKey(u.Key) != nil || bucket.KeyShard(u.Key, w.b.Spec().ShardCount()) != w.in.Shard {
@@ -445,10 +448,7 @@ func (w *bucketWorkflow) settle(ctx workflow.Context, s Settle) {
 	if w.keyed() {
 		w.put(s.Key, b, kp, now)
 	}
-	w.in.settled.add(s.ID, now)
-	if w.in.settled.len() > settledIDsKept*5/4 {
-		w.in.settled.trim(now, settledIDsMaxAge, settledIDsKept, 0)
-	}
+	w.rememberSettled(s.ID, now)
 }
 
 // takeBack applies a return; the lease it names ends with it.
@@ -541,6 +541,15 @@ func (w *bucketWorkflow) observe(ctx workflow.Context) {
 	m.Gauge(MetricPaused).Update(paused)
 }
 
+// rememberSettled remembers a settle-up's or a report's ID, so that it is
+// applied once; past a quarter over their bounds the oldest are forgotten.
+func (w *bucketWorkflow) rememberSettled(id string, now time.Time) {
+	w.in.settled.add(id, now)
+	if w.in.settled.len() > settledIDsKept*5/4 || w.in.settled.size() > settledIDsBytes*5/4 {
+		w.in.settled.trim(now, settledIDsMaxAge, settledIDsKept, settledIDsBytes)
+	}
+}
+
 func (w *bucketWorkflow) rememberTick(id string, now time.Time) {
 	w.in.ticks.add(id, now)
 	if w.in.ticks.len() > tickIDsKept*5/4 {
@@ -559,7 +568,7 @@ func (w *bucketWorkflow) next(ctx workflow.Context) BucketInput {
 	in.run++
 	in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	in.ticks.trim(now, tickIDsMaxAge, tickIDsKept, 0)
-	in.settled.trim(now, settledIDsMaxAge, settledIDsKept, 0)
+	in.settled.trim(now, settledIDsMaxAge, settledIDsKept, settledIDsBytes)
 	return in
 }
 
