@@ -104,6 +104,11 @@ type queue struct {
 	quiet       time.Time
 	quietTokens int64
 	quietAnswer Decision
+	// quietEnds is when this process stops refusing by itself and asks the
+	// bucket again: quiet, or maxQuiet after the refusal if sooner, so a
+	// refill by hand (tb refill) reaches its callers within maxQuiet even
+	// when the bucket's next tick is hours away.
+	quietEnds time.Time
 	// offset is the random part of spread added to the retry-after of every
 	// caller refused in this quiet spell: callers told the same refill come
 	// back together, in one update, and the processes of a fleet each at
@@ -122,6 +127,10 @@ type queue struct {
 	rtt       time.Duration
 	congested bool
 }
+
+// maxQuiet bounds how long a process refuses a bucket's callers by itself
+// after the bucket refused (see queue.quietEnds): then one update asks again.
+const maxQuiet = 10 * time.Second
 
 // Pacing of a bucket's updates from one process; see queue.spread.
 const (
@@ -282,7 +291,7 @@ func (a *Acquirer) enqueue(t target, c *call) {
 // too few tokens for it until q.quiet; the next batch, or a report, tells the
 // bucket. The Acquirer's mu is held.
 func (q *queue) refuse(now time.Time, c *call) (Decision, bool) {
-	if q.keyed || !now.Before(q.quiet) || c.req.Cost <= q.quietTokens {
+	if q.keyed || !now.Before(q.quiet) || !now.Before(q.quietEnds) || c.req.Cost <= q.quietTokens {
 		return Decision{}, false
 	}
 	d := q.quietAnswer
@@ -357,6 +366,7 @@ func (a *Acquirer) drain(q *queue) {
 		q.measure(a.now().Sub(sent))
 		if refusedFor > 0 && !q.keyed {
 			q.quiet = sent.Add(refusedFor)
+			q.quietEnds = sent.Add(min(refusedFor, maxQuiet))
 			q.quietTokens = resp.Tokens
 			q.quietAnswer = Decision{Remaining: resp.Tokens, NextRefill: resp.NextRefill, LastRefill: resp.LastRefill}
 		}

@@ -523,3 +523,39 @@ func TestAcquirerRefusesLocallyUntilTheRefill(t *testing.T) {
 		t.Errorf("batches %+v; want a second one reporting %d refused tokens", b, 1+denied)
 	}
 }
+
+// A bucket refusing until a refill hours away is asked again after maxQuiet,
+// so a refill by hand reaches the process's callers; the callers refused
+// meanwhile are still told to come back at that refill.
+func TestAcquirerAsksAgainAfterMaxQuiet(t *testing.T) {
+	var calls atomic.Int64
+	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		if calls.Add(1) == 1 {
+			return workflows.AcquireResponse{}, rateLimited(time.Hour)
+		}
+		return grantAll(b) // refilled by hand
+	}}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	a.reportDelay = time.Hour
+	var mu sync.Mutex
+	clock := time.Now()
+	a.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	if d, err := a.Acquire(context.Background(), "b", "first", 1); err != nil || d.Granted {
+		t.Fatalf("first acquire: %+v, %v", d, err)
+	}
+	mu.Lock()
+	clock = clock.Add(maxQuiet - time.Second)
+	mu.Unlock()
+	if d, err := a.Acquire(context.Background(), "b", "quiet", 1); err != nil || d.Granted || d.RetryAfter < 59*time.Minute {
+		t.Fatalf("acquire in the quiet spell: %+v, %v; want refused here until the refill an hour away", d, err)
+	}
+	if n := len(f.sent()); n != 1 {
+		t.Fatalf("%d updates in the quiet spell, want the first alone", n)
+	}
+	mu.Lock()
+	clock = clock.Add(2 * time.Second)
+	mu.Unlock()
+	if d, err := a.Acquire(context.Background(), "b", "after", 1); err != nil || !d.Granted {
+		t.Fatalf("acquire %v after the refusal: %+v, %v; want the bucket asked again, and granted", maxQuiet+time.Second, d, err)
+	}
+}

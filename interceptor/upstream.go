@@ -244,7 +244,7 @@ func (a *Acquirer) ReportKey(ctx context.Context, k Key, id string, u Upstream) 
 		a.mu.Lock()
 		q := a.queueFor(t)
 		if until := a.now().Add(u.Pause); until.After(q.quiet) {
-			q.quiet, q.quietTokens = until, -1 // every caller
+			q.quiet, q.quietEnds, q.quietTokens = until, until, -1 // every caller, until the pause ends
 			q.quietAnswer = Decision{}
 		}
 		a.mu.Unlock()
