@@ -64,11 +64,14 @@ const (
 
 var fleetSpec = bucket.Spec{Name: "fleet", Schedule: "@every 1s", Amount: 20, Maximum: 20}
 
+// fleetSizes are the fleets the scenario runs (-fleet-processes).
+var fleetSizes = []int{8, 16, 32, fleetGoalProcesses}
+
 func runFleet(ctx context.Context, cfg config) ([]FleetRow, error) {
 	const callers = 4
 	dur := time.Duration(cfg.scale(10, 25)) * time.Second
 	var rows []FleetRow
-	for _, procs := range []int{8, 16, 32, fleetGoalProcesses} {
+	for _, procs := range fleetSizes {
 		row := FleetRow{Processes: procs, CallersPerProcess: callers, Seconds: dur.Seconds()}
 		for _, mode := range []string{"tb", "per-process"} {
 			cell, err := fleetOnce(ctx, mode, procs, callers, dur)

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -67,6 +68,17 @@ func main() {
 	long := flag.Bool("long", false, "larger workloads and more repetitions")
 	only := flag.String("only", strings.Join(scenarios, ","), "scenarios to run, comma-separated: "+strings.Join(scenarios, ", "))
 	jsonPath := flag.String("json", "bench-results.json", "where to write the results as JSON (\"\" for nowhere)")
+	flag.Func("fleet-processes", "fleet sizes of the fleet scenario, comma-separated (default 8,16,32,64)", func(v string) error {
+		fleetSizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q is not a number of processes", f)
+			}
+			fleetSizes = append(fleetSizes, n)
+		}
+		return nil
+	})
 	flag.Parse()
 
 	cfg := config{long: *long, reps: 3, log: os.Stderr}
