@@ -2,7 +2,7 @@ module github.com/tokenbucket/tb/cmd
 
 go 1.26.8
 
-require github.com/tokenbucket/tb v0.0.0
+require github.com/tokenbucket/tb v0.2.0
 
 require (
 	github.com/prometheus/client_golang v1.21.0
@@ -226,4 +226,3 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.0 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
-
