@@ -318,8 +318,7 @@ func (a *Acquirer) forget(wf string, c *call) {
 func (a *Acquirer) drain(q *queue) {
 	for {
 		a.mu.Lock()
-		n := min(len(q.pending), a.opts.MaxBatch)
-		if n == 0 {
+		if len(q.pending) == 0 {
 			q.inFlight--
 			a.reportLater(q)
 			a.mu.Unlock()
@@ -347,6 +346,7 @@ func (a *Acquirer) drain(q *queue) {
 			<-time.After(delay) // pacing the updates; callers arriving meanwhile join the batch
 			continue
 		}
+		n := min(len(q.pending), a.opts.MaxBatch)
 		batch := q.pending[:n:n]
 		q.pending = append([]*call(nil), q.pending[n:]...)
 		rejected := q.rejected

@@ -559,3 +559,57 @@ func TestAcquirerAsksAgainAfterMaxQuiet(t *testing.T) {
 		t.Fatalf("acquire %v after the refusal: %+v, %v; want the bucket asked again, and granted", maxQuiet+time.Second, d, err)
 	}
 }
+
+// Callers who arrive while an update is in flight, some of whom its refusal
+// covers: those are answered at once, the others go in the next batch.
+func TestAcquirerRefusesSomeOfTheNextBatch(t *testing.T) {
+	var calls atomic.Int64
+	gate := make(chan struct{})
+	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		if calls.Add(1) == 1 {
+			<-gate
+			return workflows.AcquireResponse{}, temporal.NewApplicationErrorWithOptions("too few", workflows.ErrRateLimited, temporal.ApplicationErrorOptions{
+				Details: []any{workflows.AcquireResponse{Tokens: 1, NextRefill: time.Unix(100, 0), Results: []workflows.Outcome{{RetryAfter: time.Hour}}}}})
+		}
+		return grantAll(b)
+	}}
+	a, _ := NewAcquirer(f, AcquirerOptions{})
+	a.reportDelay = time.Hour
+	first := make(chan Decision, 1)
+	go func() {
+		d, _ := a.Acquire(context.Background(), "b", "first", 5)
+		first <- d
+	}()
+	waitFor(t, "the first update on its way", func() bool { return len(f.sent()) == 1 })
+	type answer struct {
+		cost int64
+		d    Decision
+		err  error
+	}
+	answers := make(chan answer, 5)
+	for i, cost := range []int64{2, 1, 2, 1, 2} {
+		go func() {
+			d, err := a.Acquire(context.Background(), "b", fmt.Sprint("next-", i), cost)
+			answers <- answer{cost, d, err}
+		}()
+	}
+	waitFor(t, "the callers waiting", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		q := a.queues[workflows.BucketID("b")]
+		return q != nil && len(q.pending) == 5
+	})
+	close(gate)
+	if d := <-first; d.Granted {
+		t.Fatalf("the first request: %+v, want refused", d)
+	}
+	for range 5 {
+		r := <-answers
+		if r.err != nil || r.d.Granted != (r.cost == 1) {
+			t.Errorf("a caller asking %d: %+v, %v; want granted only when asking no more than the 1 token the bucket holds", r.cost, r.d, r.err)
+		}
+	}
+	if b := f.sent(); len(b) != 2 || len(b[1].Requests) != 2 {
+		t.Errorf("batches %+v; want a second one of the 2 callers asking 1", b)
+	}
+}
