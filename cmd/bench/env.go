@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,61 +34,6 @@ type env struct {
 	resourceExhausted atomic.Int64
 	// updatesAborted counts the updates the server aborted (see abortCounter).
 	updatesAborted *atomic.Int64
-}
-
-// exhaustedCounter is a client metrics handler that counts, by cause, the
-// ResourceExhausted answers the SDK saw, each retry included: the SDK
-// retries them, so a caller sees them only as delay or a timeout.
-type exhaustedCounter struct {
-	counts *exhaustedCounts
-	cause  string
-}
-
-type exhaustedCounts struct {
-	mu      sync.Mutex
-	byCause map[string]int64
-}
-
-func newExhaustedCounter() exhaustedCounter {
-	return exhaustedCounter{counts: &exhaustedCounts{byCause: map[string]int64{}}}
-}
-
-func (h exhaustedCounter) WithTags(tags map[string]string) client.MetricsHandler {
-	if v, ok := tags["cause"]; ok {
-		h.cause = v
-	}
-	return h
-}
-
-func (h exhaustedCounter) Counter(name string) client.MetricsCounter {
-	// Updates are long-poll requests.
-	if name == "temporal_request_resource_exhausted" || name == "temporal_long_request_resource_exhausted" {
-		return counterFunc(func(d int64) {
-			h.counts.mu.Lock()
-			defer h.counts.mu.Unlock()
-			h.counts.byCause[h.cause] += d
-		})
-	}
-	return client.MetricsNopHandler.Counter(name)
-}
-
-func (h exhaustedCounter) Gauge(name string) client.MetricsGauge {
-	return client.MetricsNopHandler.Gauge(name)
-}
-
-func (h exhaustedCounter) Timer(name string) client.MetricsTimer {
-	return client.MetricsNopHandler.Timer(name)
-}
-
-// total returns the answers of every cause, and those by cause.
-func (h exhaustedCounter) total() (int64, map[string]int64) {
-	h.counts.mu.Lock()
-	defer h.counts.mu.Unlock()
-	var n int64
-	for _, c := range h.counts.byCause {
-		n += c
-	}
-	return n, maps.Clone(h.counts.byCause)
 }
 
 // abortCounter is a slog.Handler for the server's log that counts the
@@ -126,10 +69,6 @@ func (h abortCounter) WithGroup(string) slog.Handler { return h }
 func isAbort(a slog.Attr) bool {
 	return a.Key == "error" && strings.Contains(a.Value.String(), "workflow update was aborted")
 }
-
-type counterFunc func(int64)
-
-func (f counterFunc) Inc(d int64) { f(d) }
 
 // newEnv starts a server (with dynamic config overrides dc, if any) and,
 // if tbWorker, a tb worker in this process.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/cmd/internal/exhausted"
 	"github.com/tokenbucket/tb/interceptor"
 )
 
@@ -111,7 +112,7 @@ func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Du
 	if err := waitForRefill(ctx, e, spec.Name); err != nil {
 		return FleetCell{}, err
 	}
-	exhausted := newExhaustedCounter()
+	exhausted := exhausted.New()
 	limiters := make([]interceptor.Limiter, procs)
 	for i := range limiters {
 		c, err := e.newClientWithMetrics(exhausted)
@@ -196,7 +197,7 @@ func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Du
 	}
 	cell.OverGrant = most - spec.Maximum
 	cell.P50ms, cell.P99ms = ms(percentile(lat, 50)), ms(percentile(lat, 99))
-	cell.ResourceExhausted, cell.ResourceExhaustedByCause = exhausted.total()
+	cell.ResourceExhausted, cell.ResourceExhaustedByCause = exhausted.Total()
 	cell.Aborted = e.updatesAborted.Load()
 	slices.SortFunc(grants, time.Time.Compare)
 	last, stall := begin, time.Duration(0)

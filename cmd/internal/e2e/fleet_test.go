@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/log"
 
 	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/cmd/internal/exhausted"
 	"github.com/tokenbucket/tb/cmd/internal/testserver"
 	"github.com/tokenbucket/tb/interceptor"
 )
@@ -38,7 +39,7 @@ func TestFleetOnOneBucket(t *testing.T) {
 	s := testserver.NewServer(t)
 	spec := bucket.Spec{Name: "fleet", Schedule: "@every 1s", Amount: 20, Maximum: 20}
 	s.Sync(t, spec)
-	exhausted := newExhaustedCounter()
+	exhausted := exhausted.New()
 	ctx, cancel := context.WithTimeout(context.Background(), run)
 	defer cancel()
 	var (
@@ -104,7 +105,7 @@ func TestFleetOnOneBucket(t *testing.T) {
 	// last, whose tokens may come after the callers stop.
 	supply := spec.Maximum + int64((elapsed-time.Second)/time.Second)*spec.Amount
 	t.Logf("%d acquires, p50 %v, p99 %v; %d of ~%d tokens granted (%.0f%%); ResourceExhausted %v",
-		len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond), granted, supply, 100*float64(granted)/float64(supply), exhausted.snapshot())
+		len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond), granted, supply, 100*float64(granted)/float64(supply), exhausted.ByCause())
 	if p99 > p99Bound {
 		t.Errorf("acquire p99 %v, want at most %v", p99, p99Bound)
 	}

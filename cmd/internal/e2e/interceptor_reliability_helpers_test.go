@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -407,58 +406,3 @@ func historyLength(ctx context.Context, c client.Client, id string) (int64, stri
 	info := d.GetWorkflowExecutionInfo()
 	return info.GetHistoryLength(), info.GetExecution().GetRunId(), nil
 }
-
-// exhaustedCounter is a client metrics handler that counts, by cause, the
-// ResourceExhausted answers the server gives, each retry included: the SDK
-// retries them, so a caller sees them only as delay or a timeout.
-type exhaustedCounter struct {
-	counts *exhaustedCounts
-	cause  string
-}
-
-type exhaustedCounts struct {
-	mu      sync.Mutex
-	byCause map[string]int64
-}
-
-func newExhaustedCounter() exhaustedCounter {
-	return exhaustedCounter{counts: &exhaustedCounts{byCause: map[string]int64{}}}
-}
-
-func (h exhaustedCounter) WithTags(tags map[string]string) client.MetricsHandler {
-	if c, ok := tags["cause"]; ok {
-		h.cause = c
-	}
-	return h
-}
-
-func (h exhaustedCounter) Counter(name string) client.MetricsCounter {
-	// Updates are long-poll requests.
-	if name == "temporal_request_resource_exhausted" || name == "temporal_long_request_resource_exhausted" {
-		return counterFunc(func(d int64) {
-			h.counts.mu.Lock()
-			defer h.counts.mu.Unlock()
-			h.counts.byCause[h.cause] += d
-		})
-	}
-	return client.MetricsNopHandler.Counter(name)
-}
-
-func (h exhaustedCounter) Gauge(name string) client.MetricsGauge {
-	return client.MetricsNopHandler.Gauge(name)
-}
-
-func (h exhaustedCounter) Timer(name string) client.MetricsTimer {
-	return client.MetricsNopHandler.Timer(name)
-}
-
-// snapshot returns the counts by cause.
-func (h exhaustedCounter) snapshot() map[string]int64 {
-	h.counts.mu.Lock()
-	defer h.counts.mu.Unlock()
-	return maps.Clone(h.counts.byCause)
-}
-
-type counterFunc func(int64)
-
-func (f counterFunc) Inc(d int64) { f(d) }

@@ -25,6 +25,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/tokenbucket/tb/bucket"
+	"github.com/tokenbucket/tb/cmd/internal/exhausted"
 	"github.com/tokenbucket/tb/cmd/internal/testserver"
 	"github.com/tokenbucket/tb/interceptor"
 	"github.com/tokenbucket/tb/workflows"
@@ -538,7 +539,7 @@ func TestOverloadKeepsServing(t *testing.T) {
 	begin := time.Now()
 	end := begin.Add(duration)
 	var wg sync.WaitGroup
-	exhausted := newExhaustedCounter()
+	exhausted := exhausted.New()
 	for p := range processes {
 		process := s.NewClientWithOptions(client.Options{
 			Logger:         log.NewStructuredLogger(slog.New(slog.DiscardHandler)),
@@ -585,7 +586,7 @@ func TestOverloadKeepsServing(t *testing.T) {
 	}
 	goroutines := runtime.NumGoroutine()
 	wg.Wait()
-	exhaustedByCause := exhausted.snapshot()
+	exhaustedByCause := exhausted.ByCause()
 	elapsed := time.Since(begin)
 	close(stopSampling)
 	<-sampled
