@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/tokenbucket/tb/workflows"
@@ -36,6 +37,14 @@ type AcquirerOptions struct {
 	MaxBatch int
 	// Timeout bounds one acquire update, retries included. Default 10s.
 	Timeout time.Duration
+	// Namespace is the client's namespace, where the buckets run. Default
+	// "default", as for client.Options; the interceptor's Acquirers take
+	// the namespace of the activity.
+	Namespace string
+	// DataConverter encodes the acquire updates and decodes their answers:
+	// give the client's, when it has a codec. Default
+	// converter.GetDefaultDataConverter().
+	DataConverter converter.DataConverter
 	// Lease, when above 0, borrows that many tokens from a rich bucket (one
 	// that keeps at least as many) with each update, and hands them to later
 	// callers at once, without a round trip, until shortly before the
@@ -73,9 +82,13 @@ type Acquirer struct {
 	c    Updater
 	opts AcquirerOptions
 	now  func() time.Time // the process's clock; leases are timed on it alone
-	// reportDelay and attemptTimeout, which tests shorten.
-	reportDelay, attemptTimeout time.Duration
-	metrics                     acquirerMetrics
+	// svc sends the acquire updates, when c has it (see update.go);
+	// failures decodes their failures.
+	svc      workflowservice.WorkflowServiceClient
+	failures converter.FailureConverter
+	// reportDelay, which tests shorten.
+	reportDelay time.Duration
+	metrics     acquirerMetrics
 
 	mu      sync.Mutex
 	queues  map[string]*queue // by bucket name
@@ -137,10 +150,9 @@ const (
 	spreadStep = 5 * time.Millisecond
 	minSpread  = 50 * time.Millisecond
 	maxSpread  = time.Second
-	// maxResendDelay bounds the wait before an update whose try ran out is
-	// sent again: it may have been decided meanwhile, and then the answer
-	// comes at once.
-	maxResendDelay = 100 * time.Millisecond
+	// maxPace bounds the wait before the batch that follows a congested
+	// update (see queue.pace).
+	maxPace = 100 * time.Millisecond
 	// An update is congested when it takes more than congestedAfter and
 	// more than congestedRTTs times the smoothed round trip.
 	congestedAfter = 50 * time.Millisecond
@@ -176,7 +188,12 @@ func NewAcquirer(c Updater, opts AcquirerOptions) (*Acquirer, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, attemptTimeout: attemptTimeout, metrics: newAcquirerMetrics(opts.MetricsHandler), queues: map[string]*queue{}}, nil
+	a := &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, metrics: newAcquirerMetrics(opts.MetricsHandler), queues: map[string]*queue{},
+		failures: temporal.NewDefaultFailureConverter(temporal.DefaultFailureConverterOptions{DataConverter: opts.DataConverter})}
+	if s, ok := c.(workflowServicer); ok {
+		a.svc = s.WorkflowService()
+	}
+	return a, nil
 }
 
 func (o *AcquirerOptions) setDefaults() error {
@@ -191,6 +208,12 @@ func (o *AcquirerOptions) setDefaults() error {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultAcquireTimeout
+	}
+	if o.Namespace == "" {
+		o.Namespace = client.DefaultNamespace
+	}
+	if o.DataConverter == nil {
+		o.DataConverter = converter.GetDefaultDataConverter()
 	}
 	if o.Lease < 0 {
 		return fmt.Errorf("interceptor: Lease is %d; use 0 (no lease) or more", o.Lease)
@@ -363,7 +386,6 @@ func (a *Acquirer) drain(q *queue) {
 		resp, lent, unreported, refusedFor := a.send(q, batch, rejected, borrow)
 		a.mu.Lock()
 		q.rejected += unreported
-		q.measure(a.now().Sub(sent))
 		if refusedFor > 0 && !q.keyed {
 			q.quiet = sent.Add(refusedFor)
 			q.quietEnds = sent.Add(min(refusedFor, maxQuiet))
@@ -381,14 +403,14 @@ func (a *Acquirer) drain(q *queue) {
 }
 
 // pace returns how long to wait before sending the next batch: after a
-// congested update, a random part of spread, at most maxResendDelay. The
+// congested update, a random part of spread, at most maxPace. The
 // Acquirer's mu is held.
 func (q *queue) pace() time.Duration {
 	if !q.congested {
 		return 0
 	}
 	q.congested = false
-	return rand.N(min(q.spread, maxResendDelay))
+	return rand.N(min(q.spread, maxPace))
 }
 
 // jitter returns a random part of spread. The Acquirer's mu is held.
@@ -653,67 +675,6 @@ func (a *Acquirer) send(q *queue, batch []*call, rejected int64, borrow *workflo
 	return resp, lent, unreported, refusedFor
 }
 
-// attemptTimeout bounds one try of an acquire update. A try is given a few
-// round trips (congestedRTTs × the smoothed round trip, plus congestedAfter,
-// at least minAttempt and at most attemptTimeout): longer means the bucket
-// is congested — too many Updates in flight from the processes of a fleet,
-// which the server answers ResourceExhausted and the SDK retries after
-// 200 ms — or busy continuing as new. The acquirer then backs off for a
-// random part of its doubled spread and sends the update again under the
-// same update ID, which Temporal answers once.
-const (
-	attemptTimeout = 2 * time.Second
-	minAttempt     = 75 * time.Millisecond
-)
-
-// update runs the acquire update, with the SDK's retries, within the timeout.
-func (a *Acquirer) update(q *queue, batch workflows.AcquireBatch) (workflows.AcquireResponse, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
-	defer cancel()
-	opts := client.UpdateWorkflowOptions{
-		UpdateID:     uuid.NewString(),
-		WorkflowID:   q.wf,
-		UpdateName:   workflows.AcquireUpdate,
-		Args:         []any{batch},
-		WaitForStage: client.WorkflowUpdateStageCompleted,
-	}
-	for {
-		a.mu.Lock()
-		limit := min(max(congestedRTTs*q.rtt+congestedAfter, minAttempt), a.attemptTimeout)
-		a.mu.Unlock()
-		resp, expired, err := a.try(ctx, opts, limit)
-		if err == nil || !expired || ctx.Err() != nil {
-			return resp, classify(q, err)
-		}
-		a.mu.Lock()
-		q.congest()
-		delay := rand.N(min(q.spread, maxResendDelay))
-		a.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return resp, classify(q, err)
-		case <-time.After(delay): // backing off from a congested bucket
-		}
-	}
-}
-
-// try sends the update once; expired reports that the try ran out of time
-// (the server may end the call at the deadline it was given a moment before
-// the context does, with its own error).
-func (a *Acquirer) try(ctx context.Context, opts client.UpdateWorkflowOptions, limit time.Duration) (resp workflows.AcquireResponse, expired bool, err error) {
-	start := time.Now()
-	tryCtx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	h, err := a.c.UpdateWorkflow(tryCtx, opts)
-	if err == nil {
-		err = h.Get(tryCtx, &resp)
-	}
-	if err == nil || ctx.Err() != nil {
-		return resp, false, err
-	}
-	return resp, tryCtx.Err() != nil || time.Since(start) >= limit*9/10, err
-}
-
 // bucketDenial reports whether err is the acquire validator's RateLimited
 // answer, and returns the details it carries. It is false for any other error,
 // and for one whose details do not decode: that is an error, not a denial.
@@ -727,22 +688,4 @@ func bucketDenial(err error) (workflows.AcquireResponse, bool) {
 		return workflows.AcquireResponse{}, false
 	}
 	return resp, true
-}
-
-// classify turns the errors of an acquire update into the errors callers test for.
-func classify(q *queue, err error) error {
-	if err == nil {
-		return nil
-	}
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) {
-		return err // RateLimited, InvalidRequest, UnknownBucket: the bucket's own answer
-	}
-	var notFound *serviceerror.NotFound
-	if errors.As(err, &notFound) {
-		return temporal.NewApplicationErrorWithCause(
-			fmt.Sprintf("bucket %q is not running (no workflow %s); run tb sync-schedules", q.bucket, q.wf),
-			workflows.ErrUnknownBucket, err)
-	}
-	return fmt.Errorf("bucket %q: acquire failed: %w", q.bucket, err)
 }

@@ -10,9 +10,14 @@ import (
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	updatepb "go.temporal.io/api/update/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
+	"google.golang.org/grpc"
 
 	"github.com/tokenbucket/tb/workflows"
 )
@@ -307,24 +312,90 @@ func TestNewAcquirerOptions(t *testing.T) {
 	}
 }
 
-func TestAcquirerResendsATimedOutTryUnderTheSameUpdateID(t *testing.T) {
-	tries := 0
-	f := &fakeBucket{respond: grantAll, gate: make(chan struct{})}
-	a, _ := NewAcquirer(updaterFunc(func(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
-		if tries++; tries < 3 {
-			<-ctx.Done() // this try hangs until it runs out
-		} else {
-			close(f.gate)
-		}
-		return f.UpdateWorkflow(ctx, o)
-	}), AcquirerOptions{Timeout: 5 * time.Second})
-	a.attemptTimeout = 20 * time.Millisecond
-	d, err := a.Acquire(context.Background(), "b", "x", 1)
-	if err != nil || !d.Granted {
-		t.Fatalf("Acquire = %+v, %v", d, err)
+// congestedService answers the first congested acquire updates sent
+// through it with err, and the rest by granting every request.
+type congestedService struct {
+	workflowservice.WorkflowServiceClient // the methods not overridden panic
+	congested                             int
+	err                                   error
+
+	mu        sync.Mutex
+	reqs      []*workflowservice.UpdateWorkflowExecutionRequest
+	deadlines []time.Duration // the time each call had left
+	at        []time.Time
+}
+
+func (s *congestedService) UpdateWorkflowExecution(ctx context.Context, r *workflowservice.UpdateWorkflowExecutionRequest, _ ...grpc.CallOption) (*workflowservice.UpdateWorkflowExecutionResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, _ := ctx.Deadline()
+	s.reqs, s.deadlines, s.at = append(s.reqs, r), append(s.deadlines, time.Until(d)), append(s.at, time.Now())
+	if len(s.reqs) <= s.congested {
+		return nil, s.err
 	}
-	if len(f.updateIDs) != 3 || f.updateIDs[0] != f.updateIDs[1] || f.updateIDs[1] != f.updateIDs[2] {
-		t.Errorf("update IDs of the tries: %q; want three, all the same", f.updateIDs)
+	var b workflows.AcquireBatch
+	if err := converter.GetDefaultDataConverter().FromPayloads(r.GetRequest().GetInput().GetArgs(), &b); err != nil {
+		return nil, err
+	}
+	resp, _ := grantAll(b)
+	p, _ := converter.GetDefaultDataConverter().ToPayloads(resp)
+	return &workflowservice.UpdateWorkflowExecutionResponse{
+		Outcome: &updatepb.Outcome{Value: &updatepb.Outcome_Success{Success: p}},
+		Stage:   enumspb.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED,
+	}, nil
+}
+
+// serviceClient is an Updater with a WorkflowService, as a client.Client is.
+type serviceClient struct {
+	updaterFunc
+	svc workflowservice.WorkflowServiceClient
+}
+
+func (c serviceClient) WorkflowService() workflowservice.WorkflowServiceClient { return c.svc }
+
+func TestAcquirerSendsACongestedUpdateAgainUnderTheSameID(t *testing.T) {
+	for _, congestion := range []error{
+		serviceerror.NewResourceExhausted(enumspb.RESOURCE_EXHAUSTED_CAUSE_CONCURRENT_LIMIT, "limit on number of concurrent in-flight updates has been reached (10)"),
+		serviceerror.NewUnavailable("workflow update was aborted"),
+	} {
+		svc := &congestedService{congested: 3, err: congestion}
+		a, err := NewAcquirer(serviceClient{svc: svc}, AcquirerOptions{Namespace: "ns", Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := a.Acquire(context.Background(), "b", "x", 1)
+		if err != nil || !d.Granted {
+			t.Fatalf("%v: Acquire = %+v, %v", congestion, d, err)
+		}
+		if len(svc.reqs) != 4 {
+			t.Fatalf("%v: %d updates sent, want 4 (3 congested, then granted)", congestion, len(svc.reqs))
+		}
+		for i, r := range svc.reqs {
+			if r.GetNamespace() != "ns" || r.GetRequest().GetMeta().GetUpdateId() != svc.reqs[0].GetRequest().GetMeta().GetUpdateId() {
+				t.Errorf("%v: update %d went to namespace %q as %q; want ns, as the first", congestion, i, r.GetNamespace(), r.GetRequest().GetMeta().GetUpdateId())
+			}
+			// Never cut short: each call has what is left of the whole timeout.
+			if left := 5*time.Second - svc.at[i].Sub(svc.at[0]); svc.deadlines[i] < left-time.Second {
+				t.Errorf("%v: update %d had %v left, want about %v", congestion, i, svc.deadlines[i], left)
+			}
+		}
+		// Each congested answer doubled the spread the next one waits a random part of.
+		a.mu.Lock()
+		spread := a.queues[workflows.BucketID("b")].spread
+		a.mu.Unlock()
+		if want := 4 * minSpread; spread != want-spreadStep { // doubled 3 times from minSpread, less a step for the grant
+			t.Errorf("%v: spread %v after 3 congested answers and a quick grant, want %v", congestion, spread, want-spreadStep)
+		}
+	}
+}
+
+func TestAcquirerNamesTheNamespaceOfAMissingBucket(t *testing.T) {
+	svc := &congestedService{congested: 1, err: serviceerror.NewNotFound("workflow not found")}
+	a, _ := NewAcquirer(serviceClient{svc: svc}, AcquirerOptions{})
+	_, err := a.Acquire(context.Background(), "b", "x", 1)
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrUnknownBucket || !strings.Contains(err.Error(), `namespace "default" (AcquirerOptions.Namespace)`) {
+		t.Errorf("err = %v; want %s naming the namespace", err, workflows.ErrUnknownBucket)
 	}
 }
 

@@ -115,7 +115,8 @@ func New(opts Options) (*Interceptor, error) {
 	if opts.MaxPause <= 0 {
 		opts.MaxPause = DefaultMaxPause
 	}
-	if err := opts.AcquirerOptions.setDefaults(); err != nil {
+	check := opts.AcquirerOptions // checked here, defaulted for each client in acquirerOptions
+	if err := check.setDefaults(); err != nil {
 		return nil, err
 	}
 	return &Interceptor{opts: opts, acquirers: map[client.Client]*Acquirer{}}, nil

@@ -138,6 +138,9 @@ var activityTags = map[string]string{
 // one Acquirer carries the requests of every activity type in the process.
 func (i *Interceptor) acquirerOptions(ctx context.Context) AcquirerOptions {
 	opts := i.opts.AcquirerOptions
+	if opts.Namespace == "" {
+		opts.Namespace = activity.GetInfo(ctx).WorkflowNamespace
+	}
 	if opts.MetricsHandler == nil {
 		opts.MetricsHandler = metricsFor(ctx).h.WithTags(activityTags)
 	}

@@ -92,7 +92,7 @@ func TestSyncSchedulesLifecycle(t *testing.T) {
 	}
 
 	// Take 4 of alpha's tokens, then reshape it: the tokens are kept.
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}

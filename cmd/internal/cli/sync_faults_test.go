@@ -129,7 +129,7 @@ func TestSyncTaskQueueEdits(t *testing.T) {
 			t.Errorf("step %d (%s): the Schedule refills on %q, want %q", i, step.what, q, step.queue)
 		}
 		if i == 0 {
-			acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+			acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,7 +183,7 @@ func TestSyncRevertsATypoQueue(t *testing.T) {
 	if r := tbRun("sync-schedules"); r.code != 0 {
 		t.Fatal(r)
 	}
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestSyncWillNotRollBackABucketThatRan(t *testing.T) {
 	if r := tbRun("sync-schedules"); r.code != 0 {
 		t.Fatal(r)
 	}
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,7 +142,7 @@ func TestTokensOfAKeyedBucket(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	a, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestFleetOnOneBucket(t *testing.T) {
 	begin := time.Now()
 	for p := range processes {
 		c := s.NewClientWithOptions(client.Options{Logger: log.NewStructuredLogger(slog.New(slog.DiscardHandler)), MetricsHandler: exhausted})
-		acq, err := interceptor.NewAcquirer(c, interceptor.AcquirerOptions{})
+		acq, err := interceptor.NewAcquirer(c, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 		if err != nil {
 			t.Fatal(err)
 		}

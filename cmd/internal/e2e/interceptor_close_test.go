@@ -20,7 +20,7 @@ func TestGracefulStopLosesNoLeasedToken(t *testing.T) {
 	defer cancel()
 	spec := bucket.Spec{Name: "leased", Schedule: "@yearly", Amount: 1000, Maximum: 1000}
 	s.Sync(t, spec)
-	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Lease: 50})
+	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), Lease: 50})
 	if err != nil {
 		t.Fatal(err)
 	}

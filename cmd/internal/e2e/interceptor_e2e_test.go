@@ -237,7 +237,7 @@ func TestContinueAsNewUnderConcurrentAcquires(t *testing.T) {
 	var granted, asks atomic.Int64
 	var g errgroup.Group
 	for p := range processes {
-		acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{MaxInFlight: 2})
+		acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), MaxInFlight: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +307,7 @@ func TestLeaseServesCallersWithoutRoundTrips(t *testing.T) {
 		}
 		return st.LastTick.After(last), "waiting for a refill"
 	})
-	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Lease: lease})
+	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), Lease: lease})
 	if err != nil {
 		t.Fatal(err)
 	}

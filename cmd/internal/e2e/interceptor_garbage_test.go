@@ -67,7 +67,7 @@ func TestFloodedBucketKeepsAnswering(t *testing.T) {
 		t.Errorf("the new run carries %d leases, more than %d", len(st.Leases), bucket.MaxLeases)
 	}
 	// It answers: a query (above), an acquire, and a refill.
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestFutureTicksAreIgnored(t *testing.T) {
 	})
 
 	// Empty the bucket: a denied caller is told to come back at the next tick.
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestDenialsAreCountedOnce(t *testing.T) {
 	)
 	stop := time.Now().Add(3 * time.Second)
 	for p := range 3 {
-		acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{})
+		acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 		if err != nil {
 			t.Fatal(err)
 		}

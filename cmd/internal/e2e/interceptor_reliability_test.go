@@ -99,7 +99,7 @@ func TestWorkerCrashMidAcquire(t *testing.T) {
 	completed := time.Now()
 
 	// The bucket still grants: a new caller gets a token.
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +545,7 @@ func TestOverloadKeepsServing(t *testing.T) {
 			Logger:         log.NewStructuredLogger(slog.New(slog.DiscardHandler)),
 			MetricsHandler: exhausted,
 		})
-		acq, err := interceptor.NewAcquirer(process, interceptor.AcquirerOptions{MaxInFlight: 2})
+		acq, err := interceptor.NewAcquirer(process, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), MaxInFlight: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -592,7 +592,7 @@ func TestOverloadKeepsServing(t *testing.T) {
 	<-sampled
 
 	// The bucket still answers, and grants.
-	probe, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	probe, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -782,7 +782,7 @@ func TestBadAcquirePayloads(t *testing.T) {
 	}
 
 	// Through the Acquirer, as the interceptor would.
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -826,7 +826,7 @@ func TestBadBucketNamesThroughTheAcquirer(t *testing.T) {
 	s := testserver.NewServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Timeout: 5 * time.Second})
+	acq, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -303,7 +303,7 @@ func TestOperatorKeyedBucket(t *testing.T) {
 	})
 
 	// A key used once, then refilled by hand.
-	ic, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	ic, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func TestShadowModeCountsWhatItWouldRefuse(t *testing.T) {
 	shadow := bucket.Spec{Name: "shadowed", Schedule: "@yearly", Amount: supply, Maximum: supply, Mode: bucket.ModeShadow}
 	enforced := bucket.Spec{Name: "enforced", Schedule: "@yearly", Amount: supply, Maximum: supply}
 	s.Sync(t, shadow, enforced)
-	side, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{})
+	side, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -673,7 +673,7 @@ func (r *recorder) refillMissingBucket(t *testing.T) {
 
 func newAcquirer(t *testing.T, s *testserver.Server) *interceptor.Acquirer {
 	t.Helper()
-	a, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{})
+	a, err := interceptor.NewAcquirer(s.Client, interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace()})
 	if err != nil {
 		t.Fatal(err)
 	}
