@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -170,6 +171,40 @@ func TestAcquireDeniedByValidator(t *testing.T) {
 	if st.Denied != 6 || st.Granted != 7 {
 		t.Errorf("final state %+v; want the 6 reported rejected tokens counted as denied and 7 granted", st)
 	}
+}
+
+func TestRefusedBatchesComeBackOneAfterAnother(t *testing.T) {
+	h := newHarness(t)
+	var take *updateResult
+	var before, after []*updateResult
+	h.at(100*time.Millisecond, func() { take = h.acquire("take", req("a", 5)) })
+	for i := range 4 { // refused together, told the same refill
+		h.at(200*time.Millisecond, func() { before = append(before, h.acquire(fmt.Sprint("before", i), req(fmt.Sprint("b", i), 1))) })
+	}
+	h.at(time.Second+10*time.Millisecond, func() { h.refill(Refill{ID: "tick-1", Tick: t0.Add(time.Second)}) })
+	h.at(time.Second+20*time.Millisecond, func() { h.acquire("retake", req("c", 5)) })
+	for i := range 2 { // refused for the next refill: counted from the first again
+		h.at(time.Second+30*time.Millisecond, func() { after = append(after, h.acquire(fmt.Sprint("after", i), req(fmt.Sprint("d", i), 1))) })
+	}
+	h.run(BucketInput{Spec: spec5()}, 3*time.Second)
+
+	if take.rejected != nil {
+		t.Fatalf("taking all 5 tokens: %v", take.rejected)
+	}
+	check := func(name string, rs []*updateResult, first time.Duration) {
+		t.Helper()
+		for i, r := range rs {
+			resp, ok := rateLimited(r.rejected)
+			if !ok {
+				t.Fatalf("%s %d: %v, want a RateLimited rejection", name, i, r.rejected)
+			}
+			if want := first + time.Duration(i)*comebackGap; resp.Results[0].RetryAfter != want {
+				t.Errorf("%s %d: retry after %v, want %v", name, i, resp.Results[0].RetryAfter, want)
+			}
+		}
+	}
+	check("refused before the refill", before, 800*time.Millisecond)
+	check("refused after it", after, 970*time.Millisecond)
 }
 
 // stateAfter returns the status the workflow returned when retired.
