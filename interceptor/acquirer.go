@@ -37,6 +37,13 @@ type AcquirerOptions struct {
 	MaxBatch int
 	// Timeout bounds one acquire update, retries included. Default 10s.
 	Timeout time.Duration
+	// StartSpread: the first update sent to each bucket waits a random part
+	// of it, with the callers that arrive meanwhile, so that the processes of
+	// a fleet started together reach the bucket one after another. Temporal
+	// serves 10 Updates in flight per workflow; a burst over that can stall a
+	// bucket for seconds (see update.go). Default DefaultStartSpread;
+	// negative: none, for a process known to be alone.
+	StartSpread time.Duration
 	// Namespace is the client's namespace, where the buckets run. Default
 	// "default", as for client.Options; the interceptor's Acquirers take
 	// the namespace of the activity.
@@ -68,6 +75,15 @@ const leaseMargin = 500 * time.Millisecond
 // next accepted batch; when none has carried them for this long, a report
 // signal does, so the bucket's Denied count catches up with what callers saw.
 const reportDelay = 5 * time.Second
+
+// DefaultStartSpread is AcquirerOptions.StartSpread unless set: 64 processes
+// starting within a millisecond reached the bucket with no update over the
+// limit.
+const DefaultStartSpread = time.Second
+
+// defaultStartSpread is DefaultStartSpread, which this package's tests of
+// other things set to none.
+var defaultStartSpread = DefaultStartSpread
 
 // DefaultAcquireTimeout bounds an acquire update unless AcquirerOptions.Timeout says otherwise.
 const DefaultAcquireTimeout = 10 * time.Second
@@ -139,6 +155,7 @@ type queue struct {
 	spread    time.Duration
 	rtt       time.Duration
 	congested bool
+	started   bool // the first batch was paced (see pace)
 }
 
 // maxQuiet bounds how long a process refuses a bucket's callers by itself
@@ -208,6 +225,9 @@ func (o *AcquirerOptions) setDefaults() error {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultAcquireTimeout
+	}
+	if o.StartSpread == 0 {
+		o.StartSpread = defaultStartSpread
 	}
 	if o.Namespace == "" {
 		o.Namespace = client.DefaultNamespace
@@ -364,7 +384,7 @@ func (a *Acquirer) drain(q *queue) {
 			a.mu.Unlock()
 			continue // the top of the loop ends the drain, or finds newcomers
 		}
-		if delay := q.pace(); delay > 0 {
+		if delay := q.pace(a.opts.StartSpread); delay > 0 {
 			a.mu.Unlock()
 			<-time.After(delay) // pacing the updates; callers arriving meanwhile join the batch
 			continue
@@ -402,10 +422,17 @@ func (a *Acquirer) drain(q *queue) {
 	}
 }
 
-// pace returns how long to wait before sending the next batch: after a
+// pace returns how long to wait before sending the next batch: before the
+// first, a random part of start (AcquirerOptions.StartSpread); after a
 // congested update, a random part of spread, at most maxPace. The
 // Acquirer's mu is held.
-func (q *queue) pace() time.Duration {
+func (q *queue) pace(start time.Duration) time.Duration {
+	if !q.started {
+		q.started = true
+		if start > 0 {
+			return rand.N(start)
+		}
+	}
 	if !q.congested {
 		return 0
 	}

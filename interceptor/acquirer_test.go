@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -682,5 +684,37 @@ func TestAcquirerRefusesSomeOfTheNextBatch(t *testing.T) {
 	}
 	if b := f.sent(); len(b) != 2 || len(b[1].Requests) != 2 {
 		t.Errorf("batches %+v; want a second one of the 2 callers asking 1", b)
+	}
+}
+
+func TestMain(m *testing.M) {
+	defaultStartSpread = -1 // TestAcquirerSpreadsItsFirstUpdate tests it
+	os.Exit(m.Run())
+}
+
+func TestAcquirerSpreadsItsFirstUpdate(t *testing.T) {
+	const spread = 300 * time.Millisecond
+	var firsts []time.Duration
+	for range 20 {
+		f := &fakeBucket{respond: grantAll}
+		a, _ := NewAcquirer(f, AcquirerOptions{StartSpread: spread})
+		start := time.Now()
+		if d, err := a.Acquire(context.Background(), "b", "first", 1); err != nil || !d.Granted {
+			t.Fatalf("Acquire = %+v, %v", d, err)
+		}
+		firsts = append(firsts, time.Since(start))
+		start = time.Now()
+		if d, err := a.Acquire(context.Background(), "b", "second", 1); err != nil || !d.Granted {
+			t.Fatalf("Acquire = %+v, %v", d, err)
+		}
+		if second := time.Since(start); second > spread/3 {
+			t.Errorf("the second update waited %v: only the first is spread", second)
+		}
+	}
+	slices.Sort(firsts)
+	// Uniform over [0, 300ms): 20 draws all below 100ms, or all above 200ms,
+	// happen once in 3^20.
+	if firsts[len(firsts)-1] < spread/3 || firsts[0] > 2*spread/3 || firsts[len(firsts)-1] > spread+100*time.Millisecond {
+		t.Errorf("first updates waited %v; want them spread over [0, %v)", firsts, spread)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"time"
 
@@ -43,6 +44,13 @@ import (
 // same update (same ID, answered once) is sent again after a random part of
 // it: a fleet backs off at the pace of its own spread instead of the SDK's.
 
+// maxBackoff bounds the wait before an update the bucket answered congested
+// is sent again: a random part of minSpread, doubled for each congested
+// answer in a row. While a fleet's updates keep the bucket congested they
+// thin out exponentially, and the bucket's task queue drains; at maxSpread
+// (the bound of the spread of comebacks) 64 processes kept it congested.
+const maxBackoff = 8 * time.Second
+
 // workflowServicer is the part of a client.Client the Acquirer sends its
 // updates through. An Updater without it gets client.UpdateWorkflow, and
 // the SDK's retries.
@@ -63,7 +71,7 @@ func (a *Acquirer) update(q *queue, batch workflows.AcquireBatch) (workflows.Acq
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.Timeout)
 	defer cancel()
 	id := uuid.NewString()
-	for {
+	for tries := 0; ; tries++ {
 		start := a.now()
 		resp, err := a.updateOnce(ctx, q.wf, id, batch)
 		if err == nil || ctx.Err() != nil || !congested(err) {
@@ -74,8 +82,8 @@ func (a *Acquirer) update(q *queue, batch workflows.AcquireBatch) (workflows.Acq
 		}
 		a.mu.Lock()
 		q.congest()
-		delay := q.jitter()
 		a.mu.Unlock()
+		delay := rand.N(min(maxBackoff, minSpread<<min(tries, 10)))
 		select {
 		case <-ctx.Done():
 			return resp, a.classify(q, err)
