@@ -122,9 +122,11 @@ type comebacks struct {
 // one after another instead of at once, in the order they were refused, and
 // never many Updates at a time: Temporal serves 10 in flight per workflow
 // and answers more with ResourceExhausted, which aborts the rest (see
-// interceptor/update.go). 64 processes take 640 ms after a refill; a lone
-// process, never refused together with another, waits nothing more.
-const comebackGap = 10 * time.Millisecond
+// interceptor/update.go). 64 processes take 1.28 s after a refill; a lone
+// process, never refused together with another, waits nothing more. With
+// 10 ms, 64 processes on a machine busy with other work tipped the bucket
+// into that congestion in 1 of 2 runs of 20 s; with 20 ms, in none of 4.
+const comebackGap = 20 * time.Millisecond
 
 // comeback returns how much later than at a refused batch should come back.
 func (c *comebacks) comeback(at time.Time) time.Duration {
