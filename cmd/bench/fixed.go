@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
+	updatepb "go.temporal.io/api/update/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	temporalinterceptor "go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
+	"google.golang.org/grpc"
 
 	"github.com/tokenbucket/tb/interceptor"
 	"github.com/tokenbucket/tb/workflows"
@@ -55,51 +60,65 @@ func (in *fixedInbound) ExecuteActivity(ctx context.Context, input *temporalinte
 }
 
 // countingUpdater counts the acquire updates that pass through it, and per
-// request, their answers.
+// request, their answers. It hands the Acquirer its client's WorkflowService,
+// wrapped to count, as a client.Client would.
 type countingUpdater struct {
-	c                        interceptor.Updater
+	c                        client.Client
 	denied, granted, updates *atomic.Int64
 }
 
 func (u *countingUpdater) UpdateWorkflow(ctx context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
-	u.updates.Add(1)
-	n := int64(len(o.Args[0].(workflows.AcquireBatch).Requests))
-	h, err := u.c.UpdateWorkflow(ctx, o)
-	if err != nil {
-		if _, ok := interceptor.AsDenial(err); ok {
-			u.denied.Add(n)
-		}
-		return nil, err
-	}
-	return &countingHandle{WorkflowUpdateHandle: h, u: u, n: n}, nil
+	return nil, errors.New("countingUpdater: the Acquirer sends its updates through the WorkflowService")
 }
 
 func (u *countingUpdater) SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error {
 	return u.c.SignalWorkflow(ctx, workflowID, runID, signalName, arg)
 }
 
-type countingHandle struct {
-	client.WorkflowUpdateHandle
-	u *countingUpdater
-	n int64
+func (u *countingUpdater) WorkflowService() workflowservice.WorkflowServiceClient {
+	return countingService{WorkflowServiceClient: u.c.WorkflowService(), u: u}
 }
 
-func (h *countingHandle) Get(ctx context.Context, v any) error {
-	err := h.WorkflowUpdateHandle.Get(ctx, v)
-	if _, ok := interceptor.AsDenial(err); ok {
-		h.u.denied.Add(h.n)
-		return err
+type countingService struct {
+	workflowservice.WorkflowServiceClient
+	u *countingUpdater
+}
+
+func (s countingService) UpdateWorkflowExecution(ctx context.Context, r *workflowservice.UpdateWorkflowExecutionRequest, opts ...grpc.CallOption) (*workflowservice.UpdateWorkflowExecutionResponse, error) {
+	s.u.updates.Add(1)
+	var batch workflows.AcquireBatch
+	_ = converter.GetDefaultDataConverter().FromPayloads(r.GetRequest().GetInput().GetArgs(), &batch)
+	resp, err := s.WorkflowServiceClient.UpdateWorkflowExecution(ctx, r, opts...)
+	s.u.count(int64(len(batch.Requests)), resp.GetOutcome())
+	return resp, err
+}
+
+func (s countingService) PollWorkflowExecutionUpdate(ctx context.Context, r *workflowservice.PollWorkflowExecutionUpdateRequest, opts ...grpc.CallOption) (*workflowservice.PollWorkflowExecutionUpdateResponse, error) {
+	resp, err := s.WorkflowServiceClient.PollWorkflowExecutionUpdate(ctx, r, opts...)
+	s.u.count(-1, resp.GetOutcome())
+	return resp, err
+}
+
+// count counts the answers of an update of n requests (-1: not known) that
+// has outcome o (nil: none yet).
+func (u *countingUpdater) count(n int64, o *updatepb.Outcome) {
+	if f := o.GetFailure(); f != nil {
+		if f.GetApplicationFailureInfo().GetType() == workflows.ErrRateLimited && n > 0 {
+			u.denied.Add(n)
+		}
+		return
 	}
-	if resp, ok := v.(*workflows.AcquireResponse); ok && err == nil {
-		for _, r := range resp.Results {
-			if r.Granted {
-				h.u.granted.Add(1)
-			} else {
-				h.u.denied.Add(1)
-			}
+	var resp workflows.AcquireResponse
+	if o.GetSuccess() == nil || converter.GetDefaultDataConverter().FromPayloads(o.GetSuccess(), &resp) != nil {
+		return
+	}
+	for _, r := range resp.Results {
+		if r.Granted {
+			u.granted.Add(1)
+		} else {
+			u.denied.Add(1)
 		}
 	}
-	return err
 }
 
 // attemptCounter counts activity attempts, before any limiter sees them.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -35,6 +36,10 @@ type FleetCell struct {
 	Share  float64 `json:"share"`
 	P50ms  float64 `json:"p50ms"` // latency of every answered Acquire
 	P99ms  float64 `json:"p99ms"`
+	// SteadyP99ms is the p99 of the acquires started after the first
+	// interceptor.DefaultStartSpread of the run, in which each process's
+	// first update waits a random part of it by design.
+	SteadyP99ms float64 `json:"steadyP99ms"`
 	Errors int     `json:"errors"` // errors callers got
 	// OverGrant is the most grants drawing on one refill (by
 	// Decision.LastRefill) minus the bucket's maximum; above 0 is an over-grant.
@@ -79,8 +84,8 @@ func runFleet(ctx context.Context, cfg config) ([]FleetRow, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%d processes, %s: %w", procs, mode, err)
 			}
-			cfg.logf("fleet: %d × %d %s: %d acquires, p50 %.0fms p99 %.0fms, %d of %d granted (%.0f%%), %d errors, over-grant %d, ResourceExhausted %d %v, %d updates aborted, longest without a grant %.1fs, %d continue-as-new; grants by second %v",
-				procs, callers, mode, cell.Acquires, cell.P50ms, cell.P99ms, cell.Granted, cell.Supply, 100*cell.Share, cell.Errors, cell.OverGrant,
+			cfg.logf("fleet: %d × %d %s: %d acquires, p50 %.0fms p99 %.0fms (%.0fms after the start spread), %d of %d granted (%.0f%%), %d errors, over-grant %d, ResourceExhausted %d %v, %d updates aborted, longest without a grant %.1fs, %d continue-as-new; grants by second %v",
+				procs, callers, mode, cell.Acquires, cell.P50ms, cell.P99ms, cell.SteadyP99ms, cell.Granted, cell.Supply, 100*cell.Share, cell.Errors, cell.OverGrant,
 				cell.ResourceExhausted, cell.ResourceExhaustedByCause, cell.Aborted, cell.LongestStallMs/1000, cell.ContinuedAsNew, cell.GrantsBySecond)
 			if mode == "tb" {
 				row.TB = cell
@@ -99,6 +104,7 @@ func runFleet(ctx context.Context, cfg config) ([]FleetRow, error) {
 // RetryAfter it was told; after an error, after a second (as an activity's
 // first retry would).
 func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Duration) (FleetCell, error) {
+	runtime.GC() // what the cells before left is not this cell's load
 	e, err := newEnv(ctx, true, nil)
 	if err != nil {
 		return FleetCell{}, err
@@ -132,6 +138,7 @@ func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Du
 		mu      sync.Mutex
 		cell    FleetCell
 		lat     []time.Duration
+		steady  []time.Duration // of the acquires started after the start spread
 		windows = map[time.Time]int64{} // grants by the refill they drew on
 		grants  []time.Time
 		wg      sync.WaitGroup
@@ -152,6 +159,9 @@ func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Du
 					mu.Lock()
 					cell.Acquires++
 					lat = append(lat, time.Since(start))
+					if start.Sub(begin) >= interceptor.DefaultStartSpread {
+						steady = append(steady, time.Since(start))
+					}
 					wait := time.Duration(0)
 					switch {
 					case err != nil:
@@ -197,6 +207,7 @@ func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Du
 	}
 	cell.OverGrant = most - spec.Maximum
 	cell.P50ms, cell.P99ms = ms(percentile(lat, 50)), ms(percentile(lat, 99))
+	cell.SteadyP99ms = ms(percentile(steady, 99))
 	cell.ResourceExhausted, cell.ResourceExhaustedByCause = exhausted.Total()
 	cell.Aborted = e.updatesAborted.Load()
 	slices.SortFunc(grants, time.Time.Compare)
