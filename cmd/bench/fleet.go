@@ -40,7 +40,7 @@ type FleetCell struct {
 	// interceptor.DefaultStartSpread of the run, in which each process's
 	// first update waits a random part of it by design.
 	SteadyP99ms float64 `json:"steadyP99ms"`
-	Errors int     `json:"errors"` // errors callers got
+	Errors      int     `json:"errors"` // errors callers got
 	// OverGrant is the most grants drawing on one refill (by
 	// Decision.LastRefill) minus the bucket's maximum; above 0 is an over-grant.
 	OverGrant int64 `json:"overGrant"`
@@ -138,7 +138,7 @@ func fleetOnce(ctx context.Context, mode string, procs, callers int, dur time.Du
 		mu      sync.Mutex
 		cell    FleetCell
 		lat     []time.Duration
-		steady  []time.Duration // of the acquires started after the start spread
+		steady  []time.Duration         // of the acquires started after the start spread
 		windows = map[time.Time]int64{} // grants by the refill they drew on
 		grants  []time.Time
 		wg      sync.WaitGroup
