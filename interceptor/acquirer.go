@@ -19,7 +19,10 @@ import (
 	"github.com/tokenbucket/tb/workflows"
 )
 
-// Updater is the part of a Temporal client the Acquirer uses; client.Client implements it.
+// Updater is the part of a Temporal client the Acquirer uses; client.Client
+// implements it. When the Updater also has a WorkflowService method, as
+// client.Client has, acquire updates are sent through it (see
+// AcquirerOptions.Namespace and DataConverter), not UpdateWorkflow.
 type Updater interface {
 	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
 	// SignalWorkflow gives back the unused tokens of a lease.
@@ -40,8 +43,8 @@ type AcquirerOptions struct {
 	// StartSpread: the first update sent to each bucket waits a random part
 	// of it, with the callers that arrive meanwhile, so that the processes of
 	// a fleet started together reach the bucket one after another. Temporal
-	// serves 10 Updates in flight per workflow; a burst over that can stall a
-	// bucket for seconds (see update.go). Default DefaultStartSpread;
+	// serves 10 Updates in flight per workflow, and past that aborts every
+	// Update in flight on it: a burst can stall a bucket for seconds. Default DefaultStartSpread;
 	// negative: none, for a process known to be alone.
 	StartSpread time.Duration
 	// Namespace is the client's namespace, where the buckets run. Default
