@@ -123,7 +123,9 @@ type comebacks struct {
 // never many Updates at a time: Temporal serves 10 in flight per workflow
 // and answers more with ResourceExhausted, which aborts the rest (see
 // interceptor/update.go). 64 processes take 1.28 s after a refill; a lone
-// process, never refused together with another, waits nothing more. With
+// process, never refused together with another, waits nothing more. A keyed
+// shard does not pace: its refusals are per key, and one tenant would wait
+// behind the refusals of others. With
 // 10 ms, 64 processes on a machine busy with other work tipped the bucket
 // into that congestion in 1 of 2 runs of 20 s; with 20 ms, in none of 4.
 const comebackGap = 20 * time.Millisecond
@@ -268,7 +270,7 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	later := time.Duration(0)
 	for i := range outcomes {
 		if outcomes[i].Invalid == "" {
-			if valid == 0 {
+			if valid == 0 && !w.keyed() {
 				later = w.comebacks.comeback(b.NextRefill(now))
 			}
 			outcomes[i].RetryAfter = waits[i] + later
