@@ -28,7 +28,9 @@ import (
 // request: its RetryAfter counts the bucket's refills, not other callers
 // waiting. (In production, callers asking at once share one update, and
 // those behind the first denied one are told later refills; here callers
-// denied together are all told the first refill, and come back together.)
+// denied together are all told the first refill, and come back together;
+// the bucket workflow tells the batches it refuses for one refill to come
+// back bucket.ComebackGap apart, which a test's clock need not see.)
 // An id once granted is remembered for the Limiter's life.
 //
 // A Limiter is safe for concurrent use.

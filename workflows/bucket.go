@@ -103,46 +103,11 @@ type bucketWorkflow struct {
 	ledger  bool // see changeLedger
 	// shadowLogged is the window of the latest shadow-mode log line.
 	shadowLogged time.Time
-	// comebacks paces the batches the validator refuses; see comeback.
-	comebacks comebacks
+	// comebacks paces the batches the validator refuses. It is not workflow
+	// state: only refusals, which write no history, read or change it,
+	// nothing recorded depends on it, and a replay starts it from zero.
+	comebacks bucket.Comebacks
 }
-
-// comebacks counts the batches the validator refused since the bucket last
-// told a batch to come back at a different time (a refill, usually). It is
-// not workflow state: only refusals, which write no history, read or change
-// it, nothing recorded depends on it, and a replay starts it from zero.
-type comebacks struct {
-	at time.Time // when the refused were told to come back
-	n  int       // how many batches were told so
-}
-
-// comebackGap separates the batches told to come back at the same time: the
-// n-th (from 0) comes back n × comebackGap later than the first. The
-// processes of a fleet, each refused once per refill, then reach the bucket
-// one after another instead of at once, in the order they were refused, and
-// never many Updates at a time: Temporal serves 10 in flight per workflow
-// and answers more with ResourceExhausted, which aborts the rest (see
-// interceptor/update.go). 64 processes take 1.28 s after a refill; a lone
-// process, never refused together with another, waits nothing more. A keyed
-// shard does not pace: its refusals are per key, and one tenant would wait
-// behind the refusals of others. With
-// 10 ms, 64 processes on a machine busy with other work tipped the bucket
-// into that congestion in 1 of 2 runs of 20 s; with 20 ms, in none of 4.
-const comebackGap = 20 * time.Millisecond
-
-// comeback returns how much later than at a refused batch should come back.
-func (c *comebacks) comeback(at time.Time) time.Duration {
-	if !at.Equal(c.at) {
-		c.at, c.n = at, 0
-	}
-	d := time.Duration(c.n) * comebackGap
-	c.n = min(c.n+1, maxComebacks)
-	return d
-}
-
-// maxComebacks bounds the spread of one refill's comebacks (maxComebacks ×
-// comebackGap, 1 min); beyond, the refused share the last slot.
-const maxComebacks = 6000
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
 	var (
@@ -270,8 +235,11 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	later := time.Duration(0)
 	for i := range outcomes {
 		if outcomes[i].Invalid == "" {
+			// The refused come back one after another (see bucket.Comebacks).
+			// Not a keyed shard's: its refusals are per key, and one tenant
+			// would wait behind the refusals of others.
 			if valid == 0 && !w.keyed() {
-				later = w.comebacks.comeback(b.NextRefill(now))
+				later = w.comebacks.Next(b.NextRefill(now))
 			}
 			outcomes[i].RetryAfter = waits[i] + later
 			if keyTokens != nil {

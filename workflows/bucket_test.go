@@ -198,7 +198,7 @@ func TestRefusedBatchesComeBackOneAfterAnother(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s %d: %v, want a RateLimited rejection", name, i, r.rejected)
 			}
-			if want := first + time.Duration(i)*comebackGap; resp.Results[0].RetryAfter != want {
+			if want := first + time.Duration(i)*bucket.ComebackGap; resp.Results[0].RetryAfter != want {
 				t.Errorf("%s %d: retry after %v, want %v", name, i, resp.Results[0].RetryAfter, want)
 			}
 		}
