@@ -187,7 +187,10 @@ func (s *syncer) retire(ctx context.Context, id, queue string) error {
 	if err == nil {
 		return nil
 	}
-	if uctx.Err() != nil && ctx.Err() == nil {
+	// The SDK may end the call at its own deadline, a moment before uctx's,
+	// with its timeout error.
+	var timedOut *client.WorkflowUpdateServiceTimeoutOrCanceledError
+	if (uctx.Err() != nil || errors.As(err, &timedOut)) && ctx.Err() == nil {
 		return fmt.Errorf("retiring bucket workflow: no answer within %v: is a tb worker polling task queue %q?", retireTimeout, queue)
 	}
 	// It may have ended meanwhile, e.g. retired by another sync.
