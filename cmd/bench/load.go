@@ -33,9 +33,10 @@ type LoadRow struct {
 
 // loadCell runs callers goroutines, spread over limiters, each making one
 // call after another for dur after a warm-up; request IDs begin with cell,
-// which must be new to the buckets called.
+// which must be new to the buckets called. The warm-up outlasts an
+// Acquirer's start spread, in which its first update waits.
 func loadCell(ctx context.Context, e *env, limiters []interceptor.Limiter, callers int, cell string, dur time.Duration, call callFunc) LoadRow {
-	const warmup = 500 * time.Millisecond
+	const warmup = interceptor.DefaultStartSpread + 500*time.Millisecond
 	exhaustedBefore := e.resourceExhausted.Load()
 	begin := time.Now()
 	measureFrom, end := begin.Add(warmup), begin.Add(warmup+dur)
