@@ -307,7 +307,9 @@ func TestLeaseServesCallersWithoutRoundTrips(t *testing.T) {
 		}
 		return st.LastTick.After(last), "waiting for a refill"
 	})
-	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), Lease: lease})
+	// One process, alone on the bucket: no start spread, which would eat
+	// into the window the lease lasts.
+	acq, err := interceptor.NewAcquirer(s.NewClient(), interceptor.AcquirerOptions{Namespace: s.GetDefaultNamespace(), Lease: lease, StartSpread: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
