@@ -2,7 +2,7 @@ module github.com/tokenbucket/tb/cmd
 
 go 1.26.8
 
-require github.com/tokenbucket/tb v0.2.0
+require github.com/tokenbucket/tb v0.3.0
 
 require (
 	github.com/prometheus/client_golang v1.21.0
