@@ -44,8 +44,9 @@ type AcquirerOptions struct {
 	// of it, with the callers that arrive meanwhile, so that the processes of
 	// a fleet started together reach the bucket one after another. Temporal
 	// serves 10 Updates in flight per workflow, and past that aborts every
-	// Update in flight on it: a burst can stall a bucket for seconds. Default DefaultStartSpread;
-	// negative: none, for a process known to be alone.
+	// Update in flight on it: a burst can stall a bucket for seconds.
+	// Default DefaultStartSpread; negative: none, for a process known to be
+	// alone.
 	StartSpread time.Duration
 	// Namespace is the client's namespace, where the buckets run. Default
 	// "default", as for client.Options; the interceptor's Acquirers take
