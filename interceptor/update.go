@@ -40,9 +40,10 @@ import (
 //     admitted after it.
 //
 // So an update is sent once per try and never cut short; a congested answer
-// (ResourceExhausted, Unavailable) doubles the process's spread, and the
-// same update (same ID, answered once) is sent again after a random part of
-// it: a fleet backs off at the pace of its own spread instead of the SDK's.
+// (ResourceExhausted, Unavailable) doubles the process's spread (which paces
+// its later comebacks), and the same update (same ID, answered once) is sent
+// again after a random part of a backoff doubled per congested answer (see
+// maxBackoff): the fleet backs off at its own pace instead of the SDK's.
 
 // maxBackoff bounds the wait before an update the bucket answered congested
 // is sent again: a random part of minSpread, doubled for each congested
