@@ -27,6 +27,15 @@ const (
 	// (see [Bucket.Authorize]): a bucket whose ticks are further apart waits
 	// for each tick's own refill, so pausing its Schedule stops it at once.
 	MaxLead = 10 * time.Minute
+	// AuthorizeLead is how far past its own tick a scheduled refill
+	// authorizes the ticks after it (see [Bucket.Authorize]); it always
+	// authorizes the next one. A tick then applies on time if any refill
+	// before it, within the lead, has arrived: refills up to 2 s late cost
+	// nothing at any period (up to 3 s at @every 1s, a period at longer
+	// ones). Pausing the Schedule stops the refills after at most the ticks
+	// authorized: those within AuthorizeLead after the latest refill's tick,
+	// or the next one.
+	AuthorizeLead = 3 * time.Second
 	// MaxLeases bounds State.Leases. Beyond it the oldest record is dropped:
 	// a return for it is then ignored, so its unused tokens are lost, never
 	// doubled. An acquirer holds one lease per bucket at a time, so only more
@@ -220,16 +229,35 @@ func (b *Bucket) refill(now, tick time.Time, amount int64, measured bool) int64 
 	return b.Tokens - before
 }
 
-// Authorize lets the bucket apply the scheduled tick after tick by itself
-// when its time comes (see [Bucket.ApplyDue]), if it is at most MaxLead
-// after tick. The refill workflow of each tick authorizes the next, so a
-// bucket refills exactly on its ticks however late its Schedule starts the
-// refills, as long as each arrives before the tick after it; and pausing the
-// Schedule stops the refills after at most the one tick already authorized.
-func (b *Bucket) Authorize(tick time.Time) {
-	next := b.sched.Next(tick)
-	if !next.IsZero() && next.Sub(tick) <= MaxLead && next.After(b.Until) {
-		b.Until = next
+// Authorize lets the bucket apply the scheduled ticks after tick by itself
+// when their time comes (see [Bucket.ApplyDue]): the next one, if it is at
+// most MaxLead after tick, and every later one within AuthorizeLead of tick.
+// The refill workflow of each tick authorizes those after it, so a bucket
+// refills exactly on its ticks however late its Schedule starts the refills,
+// as long as, for each tick, a refill of one of the ticks it follows by at
+// most that much arrives before it. Pausing the Schedule stops the refills
+// after the ticks already authorized.
+func (b *Bucket) Authorize(tick time.Time) { b.authorize(tick, AuthorizeLead) }
+
+// AuthorizeNext authorizes the next tick after tick only, if it is at most
+// MaxLead after it: what [Bucket.Authorize] did before AuthorizeLead, kept
+// for bucket workflows that still run on that rule.
+func (b *Bucket) AuthorizeNext(tick time.Time) { b.authorize(tick, 0) }
+
+func (b *Bucket) authorize(tick time.Time, lead time.Duration) {
+	until := b.sched.Next(tick)
+	if until.IsZero() || until.Sub(tick) > MaxLead {
+		return
+	}
+	for range maxForecastTicks {
+		next := b.sched.Next(until)
+		if next.IsZero() || next.Sub(tick) > lead {
+			break
+		}
+		until = next
+	}
+	if until.After(b.Until) {
+		b.Until = until
 	}
 }
 
@@ -567,21 +595,27 @@ func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
 
 // arrival returns when the refill of tick is expected to be applied, prev
 // being the tick before it (zero if unknown). An authorized tick applies on
-// the tick itself; once refills authorize their successors, so does every
-// tick whose predecessor's refill arrives before it. Otherwise a tick waits
-// for its own refill, expectedLag after it.
+// the tick itself. Once refills authorize the ticks after them, so does every
+// later tick whose earliest authorizer (the refill of the first tick within
+// AuthorizeLead before it, or of prev) arrives before it, expectedLag after
+// its own tick; otherwise it applies when that refill arrives. A bucket no
+// refill has authorized yet waits for each tick's own refill.
 func (b *Bucket) arrival(prev, tick time.Time) time.Time {
 	if !b.Until.IsZero() && !tick.After(b.Until) {
 		return tick
 	}
 	lag := b.expectedLag()
-	if !b.Until.IsZero() && !prev.IsZero() && tick.Sub(prev) <= MaxLead {
-		if authorized := prev.Add(lag); authorized.After(tick) {
-			return authorized
-		}
-		return tick
+	if b.Until.IsZero() || prev.IsZero() || tick.Sub(prev) > MaxLead {
+		return tick.Add(lag)
 	}
-	return tick.Add(lag)
+	by := prev
+	if first := b.sched.Next(tick.Add(-AuthorizeLead - 1)); !first.IsZero() && first.Before(by) {
+		by = first
+	}
+	if authorized := by.Add(lag); authorized.After(tick) {
+		return authorized
+	}
+	return tick
 }
 
 // expectedLag is how long after its tick a refill is expected: the smoothed

@@ -399,11 +399,13 @@ func TestCountersSaturate(t *testing.T) {
 func TestAuthorizedTicksApplyOnTime(t *testing.T) {
 	b := mustNew(t, Spec{Name: "a", Schedule: "@every 1s", Amount: 5, Maximum: 10, Initial: ptr(0)})
 	b.Created = t0
-	// The refill of the 1s tick arrives 400ms late, and authorizes the 2s tick.
+	// The refill of the 1s tick arrives 400ms late, and authorizes the ticks
+	// through 4s: those within AuthorizeLead.
 	b.Refill(at(1400*time.Millisecond), at(time.Second), 5)
-	b.Authorize(at(time.Second))
-	if !b.Until.Equal(at(2 * time.Second)) {
-		t.Fatalf("Until = %v, want t0+2s", b.Until)
+	next := *b
+	next.AuthorizeNext(at(time.Second))
+	if b.Authorize(at(time.Second)); !b.Until.Equal(at(4*time.Second)) || !next.Until.Equal(at(2*time.Second)) {
+		t.Fatalf("Until = t0+%v, want t0+4s; by AuthorizeNext t0+%v, want t0+2s", b.Until.Sub(t0), next.Until.Sub(t0))
 	}
 	// Before 2s the forecast is the tick itself, no lag.
 	if got := b.NextRefill(at(1500 * time.Millisecond)); !got.Equal(at(2 * time.Second)) {
@@ -412,22 +414,41 @@ func TestAuthorizedTicksApplyOnTime(t *testing.T) {
 	if got := b.ApplyDue(at(1999 * time.Millisecond)); len(got) != 0 {
 		t.Errorf("applied %v before its tick", got)
 	}
-	// At 2s it applies, once; the 3s tick is not authorized yet.
+	// At 2s it applies, once.
 	if got := b.ApplyDue(at(2001 * time.Millisecond)); len(got) != 1 || !got[0].Equal(at(2*time.Second)) || b.Tokens != 10 {
 		t.Fatalf("ApplyDue at 2.001s = %v, tokens %d; want the 2s tick, 10 tokens", got, b.Tokens)
 	}
 	b.Take(at(2100*time.Millisecond), []int64{10})
-	if got := b.ApplyDue(at(5 * time.Second)); len(got) != 0 || b.Tokens != 0 {
-		t.Errorf("applied %v without authorization (tokens %d)", got, b.Tokens)
+	// Asked again at 4.5s, it applies 3s and 4s, each as of its tick.
+	if got := b.ApplyDue(at(4500 * time.Millisecond)); len(got) != 2 || !got[1].Equal(at(4*time.Second)) || b.Tokens != 10 {
+		t.Errorf("ApplyDue at 4.5s = %v, tokens %d; want the 3s and 4s ticks, 10 tokens", got, b.Tokens)
 	}
-	// A copy for a validator applies without touching the bucket.
-	b.Authorize(at(2 * time.Second)) // the 2s tick's refill, late
-	d := b.Due(at(3100 * time.Millisecond))
-	if d == b || d.Tokens != 5 || b.Tokens != 0 || !b.LastTick.Equal(at(2*time.Second)) {
+	b.Take(at(4500*time.Millisecond), []int64{10})
+	// Nothing authorized 5s.
+	if got := b.ApplyDue(at(5100 * time.Millisecond)); len(got) != 0 {
+		t.Errorf("applied %v without authorization", got)
+	}
+	// The refill of 2s comes 3s late and authorizes 5s, due already: a copy
+	// for a validator applies it without touching the bucket.
+	b.Authorize(at(2 * time.Second))
+	d := b.Due(at(5100 * time.Millisecond))
+	if d == b || d.Tokens != 5 || b.Tokens != 0 || !b.LastTick.Equal(at(4*time.Second)) {
 		t.Errorf("Due: copy %d tokens, bucket %d tokens, last tick t0+%v", d.Tokens, b.Tokens, b.LastTick.Sub(t0))
 	}
-	if b.Due(at(2500*time.Millisecond)) != b {
+	if b.ApplyDue(at(5100 * time.Millisecond)); b.Due(at(5500*time.Millisecond)) != b {
 		t.Error("Due copied a bucket with no tick due")
+	}
+	// Past the authorized ticks, a tick is forecast when its earliest
+	// authorizer is expected: the refill of 3s (lag 1.5s) authorizes 6s
+	// before it, the refill of 5s would be too late.
+	b.RefillLag, b.RefillJitter = 1500*time.Millisecond, 0
+	if got := b.NextRefill(at(5200 * time.Millisecond)); !got.Equal(at(6 * time.Second)) {
+		t.Errorf("NextRefill past the authorized ticks = t0+%v, want the tick t0+6s", got.Sub(t0))
+	}
+	// Ticks 2s apart: the next one alone is within reach.
+	e := mustNew(t, Spec{Name: "e", Schedule: "@every 2s", Amount: 5, Maximum: 10})
+	if e.Authorize(t0); !e.Until.Equal(at(2 * time.Second)) {
+		t.Errorf("@every 2s: Until t0+%v, want the next tick, t0+2s", e.Until.Sub(t0))
 	}
 	// A schedule further apart than MaxLead is never authorized ahead.
 	h := mustNew(t, Spec{Name: "h", Schedule: "@hourly", Amount: 5, Maximum: 10})
@@ -438,6 +459,53 @@ func TestAuthorizedTicksApplyOnTime(t *testing.T) {
 	// A new schedule forgets the old one's authorization.
 	if err := b.Reconfigure(Spec{Name: "a", Schedule: "@every 2s", Amount: 5, Maximum: 10}); err != nil || !b.Until.IsZero() {
 		t.Errorf("after a new schedule: Until %v, %v", b.Until, err)
+	}
+}
+
+// TestLateRefillsWithinTheLeadCostNothing: refills arrive between 0 and
+// some lateness after their ticks, out of order, and a caller takes the
+// bucket's tokens just after each tick. Every tick is granted on the tick as
+// long as the lateness stays within AuthorizeLead; past it, windows go empty.
+func TestLateRefillsWithinTheLeadCostNothing(t *testing.T) {
+	const ticks = 60
+	for _, tc := range []struct {
+		late   time.Duration
+		onTime bool
+	}{{300 * time.Millisecond, true}, {1500 * time.Millisecond, true}, {2900 * time.Millisecond, true}, {5 * time.Second, false}} {
+		b := mustNew(t, Spec{Name: "a", Schedule: "@every 1s", Amount: 5, Maximum: 5, Initial: ptr(0)})
+		b.Created = t0
+		// The refill of tick k arrives at k plus a part of the lateness that
+		// varies from tick to tick (0, 7/9, 4/9, 1/9, 8/9, ...).
+		arrives := map[int64][]time.Time{}
+		for k := int64(1); k <= ticks; k++ {
+			late := tc.late * time.Duration(k*7%10) / 9
+			ms := at(time.Duration(k)*time.Second + late).Sub(t0).Milliseconds()
+			arrives[ms/10*10] = append(arrives[ms/10*10], at(time.Duration(k)*time.Second))
+		}
+		var granted int64
+		empty := 0
+		for ms := int64(0); ms <= (ticks+6)*1000; ms += 10 {
+			now := at(time.Duration(ms) * time.Millisecond)
+			for _, tick := range arrives[ms] {
+				b.ApplyDue(now)
+				if b.LastTick.Before(tick) {
+					b.Refill(now, tick, 5)
+				}
+				b.Authorize(tick)
+				b.ApplyDue(now)
+			}
+			if ms%1000 == 10 && ms > 6000 && ms < ticks*1000 {
+				b.ApplyDue(now)
+				if b.Take(now, []int64{5})[0].Granted {
+					granted += 5
+				} else {
+					empty++
+				}
+			}
+		}
+		if onTime := empty == 0; onTime != tc.onTime {
+			t.Errorf("refills up to %v late: %d windows empty (%d tokens granted); want none empty: %t", tc.late, empty, granted, tc.onTime)
+		}
 	}
 }
 

@@ -213,40 +213,51 @@ func TestLongRequestIDsAreInvalid(t *testing.T) {
 	}
 }
 
-// TestRefillsAuthorizeTheNextTick: a scheduled refill lets the bucket apply
-// the next tick by itself, on the tick, however late that tick's own refill
-// comes; that refill then changes nothing but the authorization it carries;
-// and with no more refills (a paused Schedule) the bucket stops after the one
-// tick already authorized.
-func TestRefillsAuthorizeTheNextTick(t *testing.T) {
+// TestRefillsAuthorizeTheTicksAhead: a scheduled refill lets the bucket
+// apply the ticks within bucket.AuthorizeLead after its own by itself, on the
+// tick, however late their own refills come — more than a period late too;
+// such a refill then changes nothing but the authorization it carries; and
+// with no more refills (a paused Schedule) the bucket stops after the ticks
+// already authorized.
+func TestRefillsAuthorizeTheTicksAhead(t *testing.T) {
 	h := newHarness(t)
 	spec := bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 5, Maximum: 20, Initial: new(int64(0))}
-	tick := func(s int) Refill {
-		tk := t0.Add(time.Duration(s) * time.Second)
-		return Refill{ID: tickID(tk), Tick: tk}
-	}
-	var onTick, late *updateResult
+	sec := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	tick := func(s int) Refill { return Refill{ID: tickID(sec(s)), Tick: sec(s)} }
+	onTick := map[int]*updateResult{}
+	var late, unauthorized *updateResult
 	var afterDup, paused Status
-	h.at(1400*time.Millisecond, func() { h.refill(tick(1)) })
+	h.at(1400*time.Millisecond, func() { h.refill(tick(1)) }) // 400ms late: authorizes 2s, 3s and 4s
 	h.at(1500*time.Millisecond, func() { h.acquire("u1", req("a", 5)) })
-	h.at(2050*time.Millisecond, func() { onTick = h.acquire("u2", req("b", 5)) }) // the 2s tick's refill has not come
-	h.at(2400*time.Millisecond, func() { h.refill(tick(2)) })                     // it comes late
+	for s := 2; s <= 6; s++ {
+		h.at(time.Duration(s)*time.Second+50*time.Millisecond, func() { onTick[s] = h.acquire(fmt.Sprint("tick", s), req(fmt.Sprint("t", s), 5)) })
+	}
+	h.at(2400*time.Millisecond, func() { h.refill(tick(2)) }) // late too: authorizes 5s
 	h.at(2500*time.Millisecond, func() { afterDup = h.state() })
 	h.at(2600*time.Millisecond, func() { late = h.acquire("u3", req("c", 1)) })
-	h.at(6500*time.Millisecond, func() { paused = h.state() }) // no refill since the 2s one
-	h.run(BucketInput{Spec: spec}, 7*time.Second)
+	h.at(5500*time.Millisecond, func() { h.refill(tick(3)) }) // 2.5s late: authorizes 6s, still before it
+	// The refills of 4s and later never come (a paused Schedule).
+	h.at(7050*time.Millisecond, func() { unauthorized = h.acquire("u4", req("d", 1)) })
+	h.at(9500*time.Millisecond, func() { paused = h.state() })
+	h.run(BucketInput{Spec: spec}, 10*time.Second)
 
-	if onTick.rejected != nil || !onTick.resp.Results[0].Granted || !onTick.resp.LastRefill.Equal(t0.Add(2*time.Second)) {
-		t.Errorf("acquire just after the 2s tick: %+v %v; want granted from the tick itself", onTick.resp, onTick.rejected)
+	for s := 2; s <= 6; s++ {
+		if r := onTick[s]; r.rejected != nil || !r.resp.Results[0].Granted || !r.resp.LastRefill.Equal(sec(s)) {
+			t.Errorf("acquire just after the %ds tick: %+v %v; want granted from the tick itself", s, r.resp, r.rejected)
+		}
 	}
-	if afterDup.Tokens != 0 || afterDup.Granted != 10 || !afterDup.Until.Equal(t0.Add(3*time.Second)) {
-		t.Errorf("after the 2s refill came late: %+v; want it applied once (0 tokens), the 3s tick authorized", afterDup.State)
+	if afterDup.Tokens != 0 || afterDup.Granted != 10 || !afterDup.Until.Equal(sec(5)) {
+		t.Errorf("after the 2s refill came late: %+v; want it applied once (0 tokens), the ticks through 5s authorized", afterDup.State)
 	}
 	if resp, ok := rateLimited(late.rejected); !ok || resp.Results[0].RetryAfter != 400*time.Millisecond {
 		t.Errorf("denied at 2.6s: %+v; want a retry-after of exactly 400ms, to the authorized 3s tick", resp)
 	}
-	if paused.Tokens != 5 || !paused.LastTick.Equal(t0.Add(3*time.Second)) {
-		t.Errorf("with no refill since 2s: %d tokens, last tick t0+%v; want the 3s tick alone (5 tokens)", paused.Tokens, paused.LastTick.Sub(t0))
+	if _, ok := rateLimited(unauthorized.rejected); !ok {
+		t.Errorf("acquire at 7.05s, a tick no refill authorized: %+v %v; want it refused", unauthorized.resp, unauthorized.rejected)
+	}
+	if paused.Tokens != 0 || !paused.LastTick.Equal(sec(6)) || !paused.Until.Equal(sec(6)) || paused.Granted != 30 {
+		t.Errorf("with no refill since the 3s one: %d tokens, %d granted, last tick t0+%v, until t0+%v; want the ticks through 6s alone (30 granted, 0 left)",
+			paused.Tokens, paused.Granted, paused.LastTick.Sub(t0), paused.Until.Sub(t0))
 	}
 }
 

@@ -509,13 +509,17 @@ func (w *bucketWorkflow) refill(ctx workflow.Context, r Refill) {
 	w.authorize(ctx, now, r.Tick)
 }
 
-// authorize lets the bucket apply the tick after a scheduled tick by itself
-// (bucket.Bucket.Authorize), and applies it if it is due.
+// authorize lets the bucket apply the ticks after a scheduled tick by itself
+// (bucket.Bucket.Authorize), and applies those that are due.
 func (w *bucketWorkflow) authorize(ctx workflow.Context, now, tick time.Time) {
 	if tick.IsZero() || w.b.FutureTick(now, tick) || workflow.GetVersion(ctx, changeAuthorizeNext, workflow.DefaultVersion, 1) < 1 {
 		return
 	}
-	w.b.Authorize(tick)
+	if workflow.GetVersion(ctx, changeAuthorizeLead, workflow.DefaultVersion, 1) < 1 {
+		w.b.AuthorizeNext(tick)
+	} else {
+		w.b.Authorize(tick)
+	}
 	w.applyDue(ctx, now)
 }
 

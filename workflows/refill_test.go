@@ -101,10 +101,11 @@ func TestRefillStartsAMissingBucket(t *testing.T) {
 	if queryErr != nil {
 		t.Fatalf("the bucket was not started: %v", queryErr)
 	}
-	// The 12:00:05 refill filled it and authorized the 12:00:06 tick, which
-	// the bucket applied by itself before the query a second later.
-	if st.Tokens != 5 || st.Spec.Name != "api" || !st.LastTick.Equal(t0.Add(6*time.Second)) || !st.Until.Equal(t0.Add(6*time.Second)) {
-		t.Errorf("started bucket = %+v; want it refilled from 0 to 5 by the 12:00:05 tick, and the 12:00:06 tick it authorized applied", st)
+	// The 12:00:05 refill filled it and authorized the ticks through
+	// 12:00:08; the bucket applied the 12:00:06 one by itself before the
+	// query a second later.
+	if st.Tokens != 5 || st.Spec.Name != "api" || !st.LastTick.Equal(t0.Add(6*time.Second)) || !st.Until.Equal(t0.Add(8*time.Second)) {
+		t.Errorf("started bucket = %+v; want it refilled from 0 to 5 by the 12:00:05 tick, the ticks through 12:00:08 authorized and the 12:00:06 one applied", st)
 	}
 }
 

@@ -19,6 +19,11 @@ const (
 	// the next tick by itself when its time comes (bucket.Bucket.Authorize).
 	// Before it, every tick waited for its own refill.
 	changeAuthorizeNext = "authorize-next"
+	// changeAuthorizeLead: a scheduled refill authorizes every tick within
+	// bucket.AuthorizeLead after its own, not only the next, so a refill
+	// more than one period late costs nothing at short periods. Before it,
+	// a run authorized the next tick alone (bucket.Bucket.AuthorizeNext).
+	changeAuthorizeLead = "authorize-lead"
 	// changeLedger: a run remembers the cost of each grant (what a settle
 	// signal may refund) and keeps granted request IDs an hour instead of a
 	// minute, for settle-ups of long calls. Checked once, when a run starts.

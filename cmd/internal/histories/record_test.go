@@ -47,11 +47,12 @@ const (
 	keyedSecondFile  = "bucket-keyed-shard0-run2"
 	keyedRefillFile  = "refill-keyed"
 	authorizedFile   = "bucket-authorized-ticks"
+	leadFile         = "bucket-authorized-lead"
 )
 
 var files = []string{grantsFile, leasesFile, reconfigureFile, firstRunFile, continuedRunFile,
 	retireFile, scheduledFile, missingFile, healedFile, retiredFile, garbageFile,
-	settleFile, upstreamFile, shadowFile, keyedFirstFile, keyedSecondFile, keyedRefillFile, authorizedFile}
+	settleFile, upstreamFile, shadowFile, keyedFirstFile, keyedSecondFile, keyedRefillFile, authorizedFile, leadFile}
 
 // wait bounds every wait for the server or the worker.
 const wait = 30 * time.Second
@@ -96,7 +97,8 @@ func TestRecordHistories(t *testing.T) {
 	t.Run("upstream", r.upstream)
 	t.Run("shadow", r.shadow)
 	t.Run("keyed", r.keyed)
-	t.Run("authorized ticks", r.authorizedTicks)
+	t.Run("authorized ticks", r.authorizedTicks(authorizedFile, "authorized", 2*time.Second, 1))
+	t.Run("authorized lead", r.authorizedTicks(leadFile, "lead", time.Second, int(bucket.AuthorizeLead/time.Second)))
 }
 
 type recorder struct {
@@ -479,72 +481,83 @@ func (r *recorder) keyed(t *testing.T) {
 	r.save(t, keyedRefillFile, refillID, refillRun)
 }
 
-// authorizedTicks: the one bucket here whose Schedule ticks inside the
-// recording, every 2 s. The real Schedule starts a refill workflow per tick,
-// which signals the bucket and authorizes it to apply the next tick by
-// itself; a grant follows each tick. Then the Schedule is paused, just after
-// a tick's refill arrived: the bucket applies the one tick that refill
-// authorized by itself, on the tick (a grant draws on it), and no more.
-func (r *recorder) authorizedTicks(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
-	defer cancel()
-	const every = 2 * time.Second
-	spec := bucket.Spec{Name: "authorized", Schedule: "@every 2s", Amount: 1, Maximum: 1, Initial: new(int64(0))}
-	r.sync(t, spec)
-	id := workflows.BucketID(spec.Name)
-	a := newAcquirer(t, r.s)
-	h := r.s.Client.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
-	var last, tick time.Time // the refill the latest grant drew on; the tick the Schedule was paused after
-	grants := int64(0)
-	for i := 1; tick.IsZero(); i++ {
-		if i > 10 {
-			t.Fatalf("after %d ticks, no refill arrived early enough to pause the Schedule before the next tick", i-1)
-		}
-		testserver.Eventually(t, wait, func() (bool, string) {
+// authorizedTicks: the buckets here whose Schedules tick inside the
+// recording, every 2 s and every 1 s. The real Schedule starts a refill
+// workflow per tick, which signals the bucket and authorizes it to apply the
+// ticks after it by itself: ahead of them, those within bucket.AuthorizeLead
+// (the next one at 2 s, three at 1 s). A grant follows each tick. Then the
+// Schedule is paused, just after a tick's refill arrived: the bucket applies
+// the ticks that refill authorized by itself, on each tick (a grant draws on
+// each), and no more.
+func (r *recorder) authorizedTicks(file, name string, every time.Duration, ahead int) func(t *testing.T) {
+	return func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+		defer cancel()
+		spec := bucket.Spec{Name: name, Schedule: "@every " + every.String(), Amount: 1, Maximum: 1, Initial: new(int64(0))}
+		r.sync(t, spec)
+		id := workflows.BucketID(spec.Name)
+		a := newAcquirer(t, r.s)
+		h := r.s.Client.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(spec.Name))
+		lead := time.Duration(ahead) * every
+		var last, tick time.Time // the refill the latest grant drew on; the tick the Schedule was paused after
+		grants := int64(0)
+		for i := 1; tick.IsZero(); i++ {
+			if i > 20 {
+				t.Fatalf("after %d ticks, no refill arrived early enough to pause the Schedule before the next tick", i-1)
+			}
+			testserver.Eventually(t, wait, func() (bool, string) {
+				st, err := r.s.State(ctx, spec.Name)
+				return err == nil && st.Tokens == 1, fmt.Sprintf("bucket %s: %+v (%v); want the next tick's token", spec.Name, st.State, err)
+			})
+			reqID := fmt.Sprint("auth-", i)
+			d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, reqID, 1)
+			if !d.Granted || d.Remaining != 0 || !d.LastRefill.After(last) {
+				t.Fatalf("acquire %s: %+v; want granted, 0 tokens left, drawn on a refill after %v", reqID, d, last)
+			}
+			last = d.LastRefill
+			grants++
 			st, err := r.s.State(ctx, spec.Name)
-			return err == nil && st.Tokens == 1, fmt.Sprintf("bucket %s: %+v (%v); want the next tick's token", spec.Name, st.State, err)
-		})
-		reqID := fmt.Sprint("auth-", i)
-		d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, reqID, 1)
-		if !d.Granted || d.Remaining != 0 || !d.LastRefill.After(last) {
-			t.Fatalf("acquire %s: %+v; want granted, 0 tokens left, drawn on a refill after %v", reqID, d, last)
-		}
-		last = d.LastRefill
-		grants++
-		st, err := r.s.State(ctx, spec.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A refill that arrived authorized the tick after it; pause while that is more than a second away.
-		if i >= 3 && st.Tokens == 0 && st.Until.Equal(st.LastTick.Add(every)) && time.Until(st.Until) > time.Second {
-			if err := h.Pause(ctx, client.SchedulePauseOptions{Note: "paused by the recorder"}); err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
-			tick = st.LastTick
-			t.Logf("paused the Schedule after the refill of %v, %d ticks in", tick.Format(time.RFC3339), i)
+			// The refill of the latest tick arrived and authorized those after it;
+			// pause while the next is still a third of a period away.
+			if i >= 3 && st.Tokens == 0 && st.Until.Equal(st.LastTick.Add(lead)) && time.Until(st.LastTick.Add(every)) > every/3 {
+				if err := h.Pause(ctx, client.SchedulePauseOptions{Note: "paused by the recorder"}); err != nil {
+					t.Fatal(err)
+				}
+				tick = st.LastTick
+				t.Logf("paused the Schedule after the refill of %v, %d ticks in", tick.Format(time.RFC3339Nano), i)
+			}
 		}
+		next := tick
+		for k := 1; k <= ahead; k++ {
+			next = next.Add(every)
+			<-time.After(time.Until(next.Add(every / 4))) // past the authorized tick
+			if k == 1 {
+				desc, err := h.Describe(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || n == 0 || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
+					t.Fatalf("the Schedule, paused after the tick of %v: paused %t, recent actions %+v", tick, desc.Schedule.State.Paused, desc.Info.RecentActions)
+				}
+			}
+			reqID := fmt.Sprint("auth-self-", k)
+			d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, reqID, 1)
+			if !d.Granted || d.Remaining != 0 || !d.LastRefill.Equal(next) {
+				t.Fatalf("acquire %s: %+v; want granted from the tick of %v, which the bucket applied itself", reqID, d, next)
+			}
+			grants++
+		}
+		<-time.After(time.Until(next.Add(every + every/4))) // past the tick after, which nothing authorized
+		r.rateLimited(t, id, "auth-unauthorized", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "auth-late", Cost: 1}}})
+		st := r.wantState(t, spec.Name, 0, grants, 0)
+		if !st.LastTick.Equal(next) || !st.Until.Equal(next) || st.Ignored != 0 {
+			t.Fatalf("at the end: last tick %v, authorized until %v, %d ignored; want the tick of %v, no later one authorized", st.LastTick, st.Until, st.Ignored, next)
+		}
+		r.save(t, file, id, r.runID(t, spec.Name))
 	}
-	next := tick.Add(every)
-	<-time.After(time.Until(next.Add(500 * time.Millisecond))) // past the authorized tick
-	desc, err := h.Describe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || n == 0 || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
-		t.Fatalf("the Schedule, paused after the tick of %v: paused %t, recent actions %+v", tick, desc.Schedule.State.Paused, desc.Info.RecentActions)
-	}
-	d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, "auth-self", 1)
-	if !d.Granted || d.Remaining != 0 || !d.LastRefill.Equal(next) {
-		t.Fatalf("acquire auth-self: %+v; want granted from the tick of %v, which the bucket applied itself", d, next)
-	}
-	grants++
-	<-time.After(time.Until(next.Add(every + 500*time.Millisecond))) // past the tick after, which nothing authorized
-	r.rateLimited(t, id, "auth-unauthorized", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "auth-late", Cost: 1}}})
-	st := r.wantState(t, spec.Name, 0, grants, 0)
-	if !st.LastTick.Equal(next) || !st.Until.Equal(next) || st.Ignored != 0 {
-		t.Fatalf("at the end: last tick %v, authorized until %v, %d ignored; want the tick of %v, no later one authorized", st.LastTick, st.Until, st.Ignored, next)
-	}
-	r.save(t, authorizedFile, id, r.runID(t, spec.Name))
 }
 
 // reconfigure: tb sync-schedules changes a running bucket twice through the
