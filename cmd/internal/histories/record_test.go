@@ -486,9 +486,9 @@ func (r *recorder) keyed(t *testing.T) {
 // workflow per tick, which signals the bucket and authorizes it to apply the
 // ticks after it by itself: ahead of them, those within bucket.AuthorizeLead
 // (the next one at 2 s, three at 1 s). A grant follows each tick. Then the
-// Schedule is paused, just after a tick's refill arrived: the bucket applies
-// the ticks that refill authorized by itself, on each tick (a grant draws on
-// each), and no more.
+// Schedule is paused; once the refill of the last tick it started has
+// arrived, the bucket applies the ticks that refill authorized by itself, on
+// each tick (a grant draws on each), and no more.
 func (r *recorder) authorizedTicks(file, name string, every time.Duration, ahead int) func(t *testing.T) {
 	return func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
@@ -520,29 +520,33 @@ func (r *recorder) authorizedTicks(file, name string, every time.Duration, ahead
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The refill of the latest tick arrived and authorized those after it;
-			// pause while the next is still a third of a period away.
-			if i >= 3 && st.Tokens == 0 && st.Until.Equal(st.LastTick.Add(lead)) && time.Until(st.LastTick.Add(every)) > every/3 {
+			// The refill of the latest tick arrived and authorized those after
+			// it: pause, and take the Schedule's last tick, whose refill may
+			// still be on its way.
+			if i >= 3 && st.Tokens == 0 && st.Until.Equal(st.LastTick.Add(lead)) {
 				if err := h.Pause(ctx, client.SchedulePauseOptions{Note: "paused by the recorder"}); err != nil {
 					t.Fatal(err)
 				}
-				tick = st.LastTick
-				t.Logf("paused the Schedule after the refill of %v, %d ticks in", tick.Format(time.RFC3339Nano), i)
-			}
-		}
-		next := tick
-		for k := 1; k <= ahead; k++ {
-			next = next.Add(every)
-			<-time.After(time.Until(next.Add(every / 4))) // past the authorized tick
-			if k == 1 {
 				desc, err := h.Describe(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || n == 0 || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
-					t.Fatalf("the Schedule, paused after the tick of %v: paused %t, recent actions %+v", tick, desc.Schedule.State.Paused, desc.Info.RecentActions)
+				n := len(desc.Info.RecentActions)
+				if !desc.Schedule.State.Paused || n == 0 {
+					t.Fatalf("the Schedule after the pause: paused %t, recent actions %+v", desc.Schedule.State.Paused, desc.Info.RecentActions)
 				}
+				tick = desc.Info.RecentActions[n-1].ScheduleTime
+				t.Logf("paused the Schedule after the tick of %v, %d ticks in", tick.Format(time.RFC3339Nano), i)
 			}
+		}
+		testserver.Eventually(t, wait, func() (bool, string) {
+			st, err := r.s.State(ctx, spec.Name)
+			return err == nil && st.Until.Equal(tick.Add(lead)), fmt.Sprintf("bucket %s: %+v (%v); want the refill of %v, authorizing the ticks through %v", spec.Name, st.State, err, tick, tick.Add(lead))
+		})
+		next := tick
+		for k := 1; k <= ahead; k++ {
+			next = next.Add(every)
+			<-time.After(time.Until(next.Add(every / 4))) // past the authorized tick
 			reqID := fmt.Sprint("auth-self-", k)
 			d := r.acquireKey(t, a, interceptor.Key{Bucket: spec.Name}, reqID, 1)
 			if !d.Granted || d.Remaining != 0 || !d.LastRefill.Equal(next) {
@@ -551,6 +555,13 @@ func (r *recorder) authorizedTicks(file, name string, every time.Duration, ahead
 			grants++
 		}
 		<-time.After(time.Until(next.Add(every + every/4))) // past the tick after, which nothing authorized
+		desc, err := h.Describe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
+			t.Fatalf("the Schedule, paused after the tick of %v: paused %t, recent actions %+v", tick, desc.Schedule.State.Paused, desc.Info.RecentActions)
+		}
 		r.rateLimited(t, id, "auth-unauthorized", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "auth-late", Cost: 1}}})
 		st := r.wantState(t, spec.Name, 0, grants, 0)
 		if !st.LastTick.Equal(next) || !st.Until.Equal(next) || st.Ignored != 0 {
