@@ -184,7 +184,7 @@ func drainPhaseRows(ctx context.Context, cfg config, e *env, n int) ([]DrainPhas
 				continue
 			}
 			if s, ok := got.signalLag(t); ok {
-				eff, _ := got.effectiveLag(prev, t)
+				eff, _ := got.effectiveLag(sched, prev, t)
 				signal, effective = append(signal, s), append(effective, eff)
 			}
 		}

@@ -65,16 +65,26 @@ func (a arrivals) signalLag(tick time.Time) (time.Duration, bool) {
 }
 
 // effectiveLag is how long after tick the bucket could apply it now that
-// each scheduled refill authorizes the next tick: once the refill of the
-// tick before it (prev) has arrived, and at the latest when its own does. A
-// tick whose previous signal is missing counts with its own signal lag.
-func (a arrivals) effectiveLag(prev, tick time.Time) (time.Duration, bool) {
+// each scheduled refill authorizes the ticks after it (bucket.Authorize):
+// once the refill of prev (the tick before it) or of any tick of sched
+// within bucket.AuthorizeLead before it has arrived, and at the latest when
+// its own does. A tick with no such signal counts with its own signal lag.
+func (a arrivals) effectiveLag(sched *bucket.Schedule, prev, tick time.Time) (time.Duration, bool) {
 	own, ownOK := a.signalLag(tick)
-	before, ok := a[prev.UTC()]
-	if prev.IsZero() || !ok {
+	var first time.Time // the earliest arrival of a refill authorizing tick
+	note := func(e time.Time) {
+		if at, ok := a[e.UTC()]; ok && !e.IsZero() && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	note(prev)
+	for e := sched.Next(tick.Add(-bucket.AuthorizeLead - 1)); !e.IsZero() && e.Before(tick); e = sched.Next(e) {
+		note(e)
+	}
+	if first.IsZero() {
 		return own, ownOK
 	}
-	lag := max(before.Sub(tick), 0)
+	lag := max(first.Sub(tick), 0)
 	if ownOK {
 		lag = min(lag, own)
 	}
@@ -101,7 +111,7 @@ func (a arrivals) tickLags(sched *bucket.Schedule) (signal, effective []time.Dur
 			missing++
 			continue
 		}
-		eff, _ := a.effectiveLag(prev, t)
+		eff, _ := a.effectiveLag(sched, prev, t)
 		signal, effective = append(signal, s), append(effective, eff)
 	}
 	return signal, effective, missing

@@ -47,9 +47,26 @@ func TestTickLags(t *testing.T) {
 			signal: ms(1500, 100), effective: ms(1500, 100),
 		},
 		{
-			name:   "a missing signal: no lags for its tick, and the next counts its own",
+			name: "a signal more than a period late: the tick after it is authorized by an earlier refill",
+			got:  arrivals{at(0, 0): at(0, 100), at(1, 0): at(1, 100), at(2, 0): at(3, 600), at(3, 0): at(3, 700), at(4, 0): at(4, 100)},
+			// 3s waits for none of 2s's refill: 0s and 1s authorized it.
+			signal: ms(100, 100, 1600, 700, 100), effective: ms(100, 0, 0, 0, 0),
+		},
+		{
+			name: "signals later than the lead: the earliest authorizer decides",
+			got:  arrivals{at(0, 0): at(3, 500), at(1, 0): at(4, 500), at(2, 0): at(5, 500), at(3, 0): at(6, 500), at(4, 0): at(7, 500)},
+			// 1s waits for 0s's refill (3.5s); 4s is authorized by 1s, 2s and 3s, the earliest to arrive 1s's, at 4.5s.
+			signal: ms(3500, 3500, 3500, 3500, 3500), effective: ms(3500, 2500, 1500, 500, 500),
+		},
+		{
+			name:   "a missing signal: no lags for its tick, and the next is authorized by an earlier one",
 			got:    arrivals{at(0, 0): at(0, 100), at(2, 0): at(2, 400)},
-			signal: ms(100, 400), effective: ms(100, 400), missing: 1,
+			signal: ms(100, 400), effective: ms(100, 0), missing: 1,
+		},
+		{
+			name:   "signals missing for longer than the lead: the next counts its own",
+			got:    arrivals{at(0, 0): at(0, 100), at(4, 0): at(4, 400)},
+			signal: ms(100, 400), effective: ms(100, 400), missing: 3,
 		},
 	}
 	for _, tt := range tests {
