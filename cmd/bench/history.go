@@ -64,12 +64,14 @@ func (a arrivals) signalLag(tick time.Time) (time.Duration, bool) {
 	return at.Sub(tick), ok
 }
 
-// effectiveLag is how long after tick the bucket could apply it now that
-// each scheduled refill authorizes the ticks after it (bucket.Authorize):
-// once the refill of prev (the tick before it) or of any tick of sched
-// within bucket.AuthorizeLead before it has arrived, and at the latest when
-// its own does. A tick with no such signal counts with its own signal lag.
-func (a arrivals) effectiveLag(sched *bucket.Schedule, prev, tick time.Time) (time.Duration, bool) {
+// effectiveLag is how long after tick the bucket could apply it when each
+// scheduled refill authorizes the ticks within lead after it, and always
+// the next one (bucket.Authorize with lead bucket.AuthorizeLead;
+// bucket.AuthorizeNext with lead 0): once the refill of prev (the tick
+// before it) or of any tick of sched within lead before it has arrived, and
+// at the latest when its own does. A tick with no such signal counts with
+// its own signal lag.
+func (a arrivals) effectiveLag(sched *bucket.Schedule, lead time.Duration, prev, tick time.Time) (time.Duration, bool) {
 	own, ownOK := a.signalLag(tick)
 	var first time.Time // the earliest arrival of a refill authorizing tick
 	note := func(e time.Time) {
@@ -78,7 +80,7 @@ func (a arrivals) effectiveLag(sched *bucket.Schedule, prev, tick time.Time) (ti
 		}
 	}
 	note(prev)
-	for e := sched.Next(tick.Add(-bucket.AuthorizeLead - 1)); !e.IsZero() && e.Before(tick); e = sched.Next(e) {
+	for e := sched.Next(tick.Add(-lead - 1)); lead > 0 && !e.IsZero() && e.Before(tick); e = sched.Next(e) {
 		note(e)
 	}
 	if first.IsZero() {
@@ -91,10 +93,11 @@ func (a arrivals) effectiveLag(sched *bucket.Schedule, prev, tick time.Time) (ti
 	return lag, true
 }
 
-// tickLags returns the signal and effective lags of every tick of sched
+// tickLags returns the signal and effective lags (refills authorizing the
+// ticks within lead after them) of every tick of sched
 // from the first to the last tick a refill signal arrived for, and how
 // many ticks in that span have no signal (and so no lags).
-func (a arrivals) tickLags(sched *bucket.Schedule) (signal, effective []time.Duration, missing int) {
+func (a arrivals) tickLags(sched *bucket.Schedule, lead time.Duration) (signal, effective []time.Duration, missing int) {
 	var first, last time.Time
 	for t := range a {
 		if first.IsZero() || t.Before(first) {
@@ -111,7 +114,7 @@ func (a arrivals) tickLags(sched *bucket.Schedule) (signal, effective []time.Dur
 			missing++
 			continue
 		}
-		eff, _ := a.effectiveLag(sched, prev, t)
+		eff, _ := a.effectiveLag(sched, lead, prev, t)
 		signal, effective = append(signal, s), append(effective, eff)
 	}
 	return signal, effective, missing

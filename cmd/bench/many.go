@@ -244,7 +244,7 @@ func manyOnce(ctx context.Context, cfg config, server string, dc map[string]any)
 					onTime++
 				}
 			}
-			if lag, ok := got.effectiveLag(sched, first, due); ok && lag <= settle {
+			if lag, ok := got.effectiveLag(sched, bucket.AuthorizeLead, first, due); ok && lag <= settle {
 				effective = append(effective, lag)
 				if lag <= onTimeWithin {
 					effOnTime++

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tokenbucket/tb/bucket"
 	"github.com/tokenbucket/tb/interceptor"
 	"github.com/tokenbucket/tb/workflows"
 )
@@ -58,12 +59,12 @@ func printMarkdown(w io.Writer, r *Report) {
 	if len(r.DrainPhases) > 0 {
 		p0 := r.DrainPhases[0]
 		fmt.Fprintf(w, "### tb's drain of %d by the phase of the bucket's Schedule\n\n", p0.Activities)
-		fmt.Fprintf(w, "| Schedule created (aimed / was, s past a second) | drain | ideal | **drain ÷ ideal** | refill signal lag p50 / p99 (before) | effective lag p50 / p99 (now) | most starts in a refill window − tokens | same, 1 s clock windows |\n|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| Schedule created (aimed / was, s past a second) | drain | ideal | **drain ÷ ideal** | refill signal lag p50 / p99 (each tick waiting for its own) | effective lag p99, the next tick alone authorized (v0.3.0) | effective lag p50 / p99 (now) | most starts in a refill window − tokens | same, 1 s clock windows |\n|---|---|---|---|---|---|---|---|---|\n")
 		worst := 0.0
 		for _, d := range r.DrainPhases {
 			worst = max(worst, d.VsIdeal)
-			fmt.Fprintf(w, "| %.1f / %.2f | %.1f s | %.0f s | **%.2f×** | %.0f / %.0f ms | %.0f / %.0f ms | %d | %d |\n",
-				d.TargetPhase, d.SchedulePhase, d.DrainSec, d.IdealSec, d.VsIdeal, d.SignalP50ms, d.SignalP99ms, d.EffectiveP50ms, d.EffectiveP99ms, d.OverRefillWindow, d.OverClockWindow)
+			fmt.Fprintf(w, "| %.1f / %.2f | %.1f s | %.0f s | **%.2f×** | %.0f / %.0f ms | %.0f ms | %.0f / %.0f ms | %d | %d |\n",
+				d.TargetPhase, d.SchedulePhase, d.DrainSec, d.IdealSec, d.VsIdeal, d.SignalP50ms, d.SignalP99ms, d.NextOnlyP99ms, d.EffectiveP50ms, d.EffectiveP99ms, d.OverRefillWindow, d.OverClockWindow)
 		}
 		fmt.Fprintf(w, "\nOne run per phase. Goal: drain ÷ ideal ≤ %.2f× at every phase — %s.\n\n", drainGoal, verdict(worst <= drainGoal, fmt.Sprintf("worst %.2f×", worst)))
 	}
@@ -111,10 +112,10 @@ func printMarkdown(w io.Writer, r *Report) {
 	}
 	if f := r.Refill; f != nil {
 		fmt.Fprintf(w, "## Refills on the tick: one bucket %s with its Schedule for %.0f s, read from its history\n\n", f.Schedule, f.Seconds)
-		fmt.Fprintf(w, "| ticks | without a signal | Schedule created (s past a second) | signal lag p50 / p99 / max (before) | **effective lag** p50 / p99 / max (now) |\n|---|---|---|---|---|\n")
-		fmt.Fprintf(w, "| %d | %d | %.2f | %.0f / %.0f / %.0f ms | **%.0f / %.0f / %.0f ms** |\n",
-			f.Ticks, f.Missing, f.SchedulePhase, f.SignalP50ms, f.SignalP99ms, f.SignalMaxms, f.EffectiveP50ms, f.EffectiveP99ms, f.EffectiveMaxms)
-		fmt.Fprintf(w, "\nSignal lag: the tick's refill signal's event time minus the tick, when the bucket applied the tick before. Effective lag: when the tick became applicable now that each refill authorizes the next tick — max(0, the previous tick's signal arrival − the tick), at most its own signal lag. Goal: effective p99 ≤ %v — %s.\n\n",
+		fmt.Fprintf(w, "| ticks | without a signal | Schedule created (s past a second) | signal lag p50 / p99 / max (each tick waiting for its own) | effective lag p99 / max, the next tick alone authorized (v0.3.0) | **effective lag** p50 / p99 / max (now) |\n|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| %d | %d | %.2f | %.0f / %.0f / %.0f ms | %.0f / %.0f ms | **%.0f / %.0f / %.0f ms** |\n",
+			f.Ticks, f.Missing, f.SchedulePhase, f.SignalP50ms, f.SignalP99ms, f.SignalMaxms, f.NextOnlyP99ms, f.NextOnlyMaxms, f.EffectiveP50ms, f.EffectiveP99ms, f.EffectiveMaxms)
+		fmt.Fprintf(w, "\nSignal lag: the tick's refill signal's event time minus the tick. Effective lag: when the tick became applicable, each refill authorizing the ticks within %v after its own (and always the next) — max(0, the earliest such signal's arrival − the tick), at most its own signal lag; v0.3.0's column counts the previous tick's signal alone, from the same history. Goal: effective p99 ≤ %v — %s.\n\n", bucket.AuthorizeLead,
 			refillGoalP99, verdict(f.EffectiveP99ms <= ms(refillGoalP99), fmt.Sprintf("p99 %.0f ms", f.EffectiveP99ms)))
 	}
 	if len(r.Many) > 0 {
@@ -132,7 +133,7 @@ func printMarkdown(w io.Writer, r *Report) {
 				100*m.EffectiveOnTime, m.EffectiveP50ms/1000, m.EffectiveP99ms/1000, m.EffectiveMaxms/1000,
 				m.ServerCPUSec, m.WorkerCPUSec, m.ServerCPUPerRefillMs, m.Refills)
 		}
-		fmt.Fprintln(w, "\nLags are read from each bucket's history. Signal lag: the tick's own refill signal, which the bucket waited for before; effective lag: when the tick became applicable now, once the previous tick's refill (which authorizes it) had arrived. CPU is from the tick to the check; per refill, over the refill signals that reached a bucket meanwhile. Schedules start at most worker.schedulerNamespaceStartWorkflowRPS workflows a second per namespace (Temporal's default: 30); tb dev raises it to 2000.")
+		fmt.Fprintln(w, "\nLags are read from each bucket's history. Signal lag: the tick's own refill signal, which the bucket waited for before; effective lag: when the tick became applicable now, once a refill that authorizes it (the previous tick's, or one within bucket.AuthorizeLead before it) had arrived. CPU is from the tick to the check; per refill, over the refill signals that reached a bucket meanwhile. Schedules start at most worker.schedulerNamespaceStartWorkflowRPS workflows a second per namespace (Temporal's default: 30); tb dev raises it to 2000.")
 		detail := fmt.Sprintf("last %.1f s late", worst/1000)
 		if !known {
 			detail = "not every bucket's tick was seen in time"
