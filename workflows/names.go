@@ -58,7 +58,7 @@ const (
 	// ticks the bucket applied by itself.
 	MetricRefills = "tb_bucket_refills"
 	// MetricRefillLag (timer): how long after its tick a scheduled refill
-	// was applied: when its signal arrived, or 0 for a tick the previous
+	// was applied: when its signal arrived, or 0 for a tick an earlier
 	// refill authorized, which the bucket applies as of the tick itself.
 	MetricRefillLag = "tb_bucket_refill_lag"
 	// MetricRefunded and MetricCharged (counters): tokens given back and charged by settle-ups.

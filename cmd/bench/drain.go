@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,10 @@ type DrainRow struct {
 	// has them, and over one-second wall-clock windows aligned to the ticks.
 	OverRefillWindow *int `json:"overRefillWindow,omitempty"`
 	OverClockWindow  int  `json:"overClockWindow"`
+	// FirstSec is when the first activity ran after the backlog was queued
+	// (median over reps): the server starting n workflows at once, and for
+	// tb the start spread.
+	FirstSec float64 `json:"firstSec"`
 }
 
 const (
@@ -90,8 +95,19 @@ func runDrain(ctx context.Context, cfg config) ([]DrainRow, []DrainPhaseRow, err
 	if err != nil || !cfg.long {
 		return rows, nil, err
 	}
-	phases, err := drainPhaseRows(ctx, cfg, e, rows[0].Activities)
+	phases, err := drainPhaseRows(ctx, cfg, e, rows[0].Activities, drainPhases)
 	return rows, phases, err
+}
+
+// runDrainPhases runs tb's drain at each of drainPhasesAlone, alone on its
+// server: the phase rows of -long drain, at twice the phases.
+func runDrainPhases(ctx context.Context, cfg config) ([]DrainPhaseRow, error) {
+	e, err := newEnv(ctx, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	return drainPhaseRows(ctx, cfg, e, cfg.scale(100, 300), drainPhasesAlone)
 }
 
 func drainRows(ctx context.Context, cfg config, e *env) ([]DrainRow, error) {
@@ -100,7 +116,7 @@ func drainRows(ctx context.Context, cfg config, e *env) ([]DrainRow, error) {
 	var rows []DrainRow
 	for _, limiter := range []string{"tb", "fixed-5s", "task-queue-rps"} {
 		row := DrainRow{Limiter: limiter, Activities: n, Reps: reps, IdealSec: float64(n-drainAmount) / drainAmount}
-		var drains, denials, updates, attempts []float64
+		var drains, denials, updates, attempts, firsts []float64
 		for rep := range reps {
 			r, err := drainOnce(ctx, e, limiter, rep, n, -1)
 			if err != nil {
@@ -108,6 +124,7 @@ func drainRows(ctx context.Context, cfg config, e *env) ([]DrainRow, error) {
 			}
 			drains, denials = append(drains, r.drain.Seconds()), append(denials, r.denialsPerGrant)
 			updates, attempts = append(updates, r.updatesPerGrant), append(attempts, r.attemptsPerActivity)
+			firsts = append(firsts, r.first.Seconds())
 			row.OverClockWindow = max(row.OverClockWindow, r.overClock)
 			if r.overRefill != nil {
 				v := *r.overRefill
@@ -120,9 +137,10 @@ func drainRows(ctx context.Context, cfg config, e *env) ([]DrainRow, error) {
 		row.DrainSec, row.DenialsPerGrant = median(drains), median(denials)
 		row.UpdatesPerGrant, row.AttemptsPerActivity = median(updates), median(attempts)
 		row.VsIdeal = row.DrainSec / row.IdealSec
+		row.FirstSec = median(firsts)
 		rows = append(rows, row)
-		cfg.logf("drain: %s: %.1fs for ideal %.0fs (%.2fx), %.2f denials and %.2f updates per grant, %.2f attempts per activity",
-			limiter, row.DrainSec, row.IdealSec, row.VsIdeal, row.DenialsPerGrant, row.UpdatesPerGrant, row.AttemptsPerActivity)
+		cfg.logf("drain: %s: %.1fs for ideal %.0fs (%.2fx), first activity after %.2fs, %.2f denials and %.2f updates per grant, %.2f attempts per activity",
+			limiter, row.DrainSec, row.IdealSec, row.VsIdeal, row.FirstSec, row.DenialsPerGrant, row.UpdatesPerGrant, row.AttemptsPerActivity)
 	}
 	return rows, nil
 }
@@ -146,6 +164,13 @@ type DrainPhaseRow struct {
 	NextOnlyP99ms    float64 `json:"nextOnlyP99ms"` // effective, had each refill authorized the next tick alone
 	OverRefillWindow int     `json:"overRefillWindow"`
 	OverClockWindow  int     `json:"overClockWindow"`
+	// FirstSec is when the first activity ran after the backlog was queued;
+	// AfterFirstVsIdeal the rest of the drain ÷ IdealSec; UnusedTokens the
+	// tokens of the refill windows from the first granted in to the last
+	// that no activity used (a window granting none counts all its tokens).
+	FirstSec          float64 `json:"firstSec"`
+	AfterFirstVsIdeal float64 `json:"afterFirstVsIdeal"`
+	UnusedTokens      int     `json:"unusedTokens"`
 }
 
 // drainGoal is the goal for tb's drain ÷ ideal at every phase.
@@ -155,14 +180,18 @@ const drainGoal = 1.05
 // create the bucket's Schedule.
 var drainPhases = []time.Duration{100 * time.Millisecond, 400 * time.Millisecond, 700 * time.Millisecond}
 
-// drainPhaseRows runs tb's drain of n once at each of drainPhases.
-func drainPhaseRows(ctx context.Context, cfg config, e *env, n int) ([]DrainPhaseRow, error) {
+// drainPhasesAlone are the phases of the phases scenario.
+var drainPhasesAlone = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 400 * time.Millisecond,
+	550 * time.Millisecond, 700 * time.Millisecond, 850 * time.Millisecond}
+
+// drainPhaseRows runs tb's drain of n once at each of phases.
+func drainPhaseRows(ctx context.Context, cfg config, e *env, n int, phases []time.Duration) ([]DrainPhaseRow, error) {
 	sched, err := bucket.ParseSchedule(drainSchedule, "")
 	if err != nil {
 		return nil, err
 	}
 	var rows []DrainPhaseRow
-	for i, phase := range drainPhases {
+	for i, phase := range phases {
 		r, err := drainOnce(ctx, e, "tb", i, n, phase)
 		if err != nil {
 			return nil, fmt.Errorf("tb at phase %v: %w", phase, err)
@@ -170,6 +199,10 @@ func drainPhaseRows(ctx context.Context, cfg config, e *env, n int) ([]DrainPhas
 		row := DrainPhaseRow{TargetPhase: phase.Seconds(), SchedulePhase: r.schedulePhase, Activities: n,
 			IdealSec: float64(n-drainAmount) / drainAmount, DrainSec: r.drain.Seconds(), OverClockWindow: r.overClock}
 		row.VsIdeal = row.DrainSec / row.IdealSec
+		row.FirstSec, row.AfterFirstVsIdeal = r.first.Seconds(), (r.drain-r.first).Seconds()/row.IdealSec
+		for _, w := range r.unused {
+			row.UnusedTokens += w.Left
+		}
 		if r.overRefill != nil {
 			row.OverRefillWindow = *r.overRefill
 		}
@@ -194,8 +227,8 @@ func drainPhaseRows(ctx context.Context, cfg config, e *env, n int) ([]DrainPhas
 		row.EffectiveP50ms, row.EffectiveP99ms = ms(percentile(effective, 50)), ms(percentile(effective, 99))
 		row.NextOnlyP99ms = ms(percentile(nextOnly, 99))
 		rows = append(rows, row)
-		cfg.logf("drain: tb, Schedule created %.2fs past a second: %.1fs for ideal %.0fs (%.2fx); signal lag p50 %.0fms p99 %.0fms, effective p50 %.0fms p99 %.0fms (next tick alone authorized: p99 %.0fms)",
-			row.SchedulePhase, row.DrainSec, row.IdealSec, row.VsIdeal, row.SignalP50ms, row.SignalP99ms, row.EffectiveP50ms, row.EffectiveP99ms, row.NextOnlyP99ms)
+		cfg.logf("drain: tb, Schedule created %.2fs past a second: %.1fs for ideal %.0fs (%.2fx); signal lag p50 %.0fms p99 %.0fms, effective p50 %.0fms p99 %.0fms (next tick alone authorized: p99 %.0fms); first activity ran %.2fs after the start, the last %.2fs; windows not used up (s after the start: tokens left) %v",
+			row.SchedulePhase, row.DrainSec, row.IdealSec, row.VsIdeal, row.SignalP50ms, row.SignalP99ms, row.EffectiveP50ms, row.EffectiveP99ms, row.NextOnlyP99ms, r.first.Seconds(), r.last.Seconds(), r.unused)
 	}
 	return rows, nil
 }
@@ -209,7 +242,13 @@ type drainResult struct {
 	updatesPerGrant     float64
 	attemptsPerActivity float64
 	overRefill          *int
-	overClock           int
+	// unused lists, for each refill window before the last that the drain
+	// did not use up, its start after begin and the tokens it left.
+	unused []windowLeft
+	// first and last are when the first and the last activity body ran,
+	// after the drain began.
+	first, last time.Duration
+	overClock   int
 }
 
 // drainOnce drains n activities through limiter. A phase ≥ 0 creates the
@@ -323,6 +362,14 @@ func drainOnce(ctx context.Context, e *env, limiter string, rep, n int, phase ti
 		}
 		over := most - drainAmount
 		res.overRefill = &over
+		sched, err := bucket.ParseSchedule(drainSchedule, "")
+		if err != nil {
+			return res, err
+		}
+		res.unused = unusedWindows(rec.refills, sched, begin, drainAmount)
+	}
+	if len(rec.starts) > 0 {
+		res.first, res.last = slices.MinFunc(rec.starts, time.Time.Compare).Sub(begin), slices.MaxFunc(rec.starts, time.Time.Compare).Sub(begin)
 	}
 	perSecond := map[int64]int{}
 	for _, s := range rec.starts {
@@ -334,6 +381,35 @@ func drainOnce(ctx context.Context, e *env, limiter string, rep, n int, phase ti
 	}
 	res.overClock = slices.Max(counts) - drainAmount
 	return res, nil
+}
+
+// A windowLeft is a refill window the drain did not use up: when it began
+// (its refill's tick, or the refill before the drain for the first) after
+// the drain began, and the tokens it left.
+type windowLeft struct {
+	At   time.Duration
+	Left int
+}
+
+func (w windowLeft) String() string { return fmt.Sprintf("%.1fs: %d", w.At.Seconds(), w.Left) }
+
+// unusedWindows returns the windows before the last of a drain whose
+// bucket holds at most amount tokens, each starting full, that granted
+// fewer than amount: the window of every tick of sched from the first
+// window granted in to the last, those granting none included.
+func unusedWindows(grants map[time.Time]int, sched *bucket.Schedule, begin time.Time, amount int) []windowLeft {
+	windows := slices.SortedFunc(maps.Keys(grants), time.Time.Compare)
+	if len(windows) == 0 {
+		return nil
+	}
+	var left []windowLeft
+	last := windows[len(windows)-1]
+	for w := windows[0]; !w.IsZero() && w.Before(last); w = sched.Next(w) {
+		if n := grants[w]; n < amount {
+			left = append(left, windowLeft{At: w.Sub(begin), Left: amount - n})
+		}
+	}
+	return left
 }
 
 // waitForRefill waits until a scheduled refill has reached the bucket.

@@ -4,6 +4,7 @@
 //	go run ./bench                  # the whole set, ~17 minutes on 2 cores
 //	go run ./bench -long            # larger workloads, more repetitions
 //	go run ./bench -only overhead,drain -json results.json
+//	go run ./bench -long -only phases # tb's drain of 300 at six phases of its Schedule
 package main
 
 import (
@@ -60,13 +61,17 @@ type Report struct {
 
 var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many", "stacked", "keyed"}
 
+// extraScenarios run only when named: phases is tb's drain at six phases of
+// its Schedule (-long drain runs three of them after its comparison rows).
+var extraScenarios = []string{"phases"}
+
 func main() {
 	if isWorkerProcess() {
 		runWorkerProcess()
 		return
 	}
 	long := flag.Bool("long", false, "larger workloads and more repetitions")
-	only := flag.String("only", strings.Join(scenarios, ","), "scenarios to run, comma-separated: "+strings.Join(scenarios, ", "))
+	only := flag.String("only", strings.Join(scenarios, ","), "scenarios to run, comma-separated: "+strings.Join(slices.Concat(scenarios, extraScenarios), ", "))
 	jsonPath := flag.String("json", "bench-results.json", "where to write the results as JSON (\"\" for nowhere)")
 	flag.Func("fleet-processes", "fleet sizes of the fleet scenario, comma-separated (default 8,16,32,64)", func(v string) error {
 		fleetSizes = nil
@@ -92,8 +97,8 @@ func main() {
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
 	var err error
 	for _, name := range strings.Split(*only, ",") {
-		if !slices.Contains(scenarios, name) {
-			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q; want some of %s\n", name, strings.Join(scenarios, ", "))
+		if !slices.Contains(scenarios, name) && !slices.Contains(extraScenarios, name) {
+			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q; want some of %s\n", name, strings.Join(slices.Concat(scenarios, extraScenarios), ", "))
 			os.Exit(2)
 		}
 		cfg.logf("scenario %s", name)
@@ -104,6 +109,8 @@ func main() {
 			report.Throughput, err = runThroughput(ctx, cfg)
 		case "drain":
 			report.Drain, report.DrainPhases, err = runDrain(ctx, cfg)
+		case "phases":
+			report.DrainPhases, err = runDrainPhases(ctx, cfg)
 		case "can":
 			report.CAN, err = runCAN(ctx, cfg)
 		case "fleet":
