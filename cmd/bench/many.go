@@ -49,8 +49,8 @@ type ManyResult struct {
 	RefillLagP50ms float64 `json:"refillLagP50ms"`
 	RefillLagP99ms float64 `json:"refillLagP99ms"`
 	RefillLagMaxms float64 `json:"refillLagMaxms"`
-	// The effective lag is when the tick became applicable now: once the
-	// previous tick's refill signal had arrived (see arrivals.effectiveLag).
+	// The effective lag is when the tick became applicable now: once a
+	// refill signal that authorizes it had arrived (see arrivals.effectiveLag).
 	EffectiveKnown   int     `json:"effectiveKnown"` // buckets with a lag within SettleSec
 	EffectiveOnTime  float64 `json:"effectiveOnTime"`
 	EffectiveP50ms   float64 `json:"effectiveP50ms"`

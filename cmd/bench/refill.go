@@ -13,8 +13,8 @@ import (
 // RefillResult is how late one bucket's ticks were applicable, read from
 // its history after it ran with its Schedule for a while: by the arrival of
 // each tick's own refill signal (what the bucket did before refills
-// authorized the next tick), and as it is now, from the arrival of the
-// previous tick's signal (see arrivals.effectiveLag).
+// authorized the ticks after them), and as it is now, from the arrival of
+// the earliest signal that authorizes it (see arrivals.effectiveLag).
 type RefillResult struct {
 	Schedule string  `json:"schedule"`
 	Seconds  float64 `json:"seconds"` // how long the bucket ran
