@@ -596,26 +596,15 @@ func (b *Bucket) nextArrival(now time.Time) (nominal, arrival time.Time) {
 // arrival returns when the refill of tick is expected to be applied, prev
 // being the tick before it (zero if unknown). An authorized tick applies on
 // the tick itself. Once refills authorize the ticks after them, so does every
-// later tick whose earliest authorizer (the refill of the first tick within
-// AuthorizeLead before it, or of prev) arrives before it, expectedLag after
-// its own tick; otherwise it applies when that refill arrives. A bucket no
-// refill has authorized yet waits for each tick's own refill.
+// later tick: its earliest authorizer, the refill of prev or of the first
+// tick within AuthorizeLead before it, lies at least MaxRefillLag before it
+// (see TestAuthorizersComeInTime), so that refill is expected in time.
+// Otherwise a tick waits for its own refill, expectedLag after it.
 func (b *Bucket) arrival(prev, tick time.Time) time.Time {
-	if !b.Until.IsZero() && !tick.After(b.Until) {
+	if !b.Until.IsZero() && (!tick.After(b.Until) || !prev.IsZero() && tick.Sub(prev) <= MaxLead) {
 		return tick
 	}
-	lag := b.expectedLag()
-	if b.Until.IsZero() || prev.IsZero() || tick.Sub(prev) > MaxLead {
-		return tick.Add(lag)
-	}
-	by := prev
-	if first := b.sched.Next(tick.Add(-AuthorizeLead - 1)); !first.IsZero() && first.Before(by) {
-		by = first
-	}
-	if authorized := by.Add(lag); authorized.After(tick) {
-		return authorized
-	}
-	return tick
+	return tick.Add(b.expectedLag())
 }
 
 // expectedLag is how long after its tick a refill is expected: the smoothed

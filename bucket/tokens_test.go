@@ -462,6 +462,36 @@ func TestAuthorizedTicksApplyOnTime(t *testing.T) {
 	}
 }
 
+// TestAuthorizersComeInTime: at every period a schedule can have (whole
+// seconds), the earliest refill that authorizes a tick — the previous tick's,
+// or the first within AuthorizeLead before it — lies at least MaxRefillLag
+// before it, the most a refill is expected late; so a tick past the
+// authorized ones is forecast on the tick (see arrival).
+func TestAuthorizersComeInTime(t *testing.T) {
+	for p := time.Second; p <= AuthorizeLead+time.Second; p += time.Second {
+		b := mustNew(t, Spec{Name: "p", Schedule: "@every " + p.String(), Amount: 1, Maximum: 1})
+		tick := b.Schedule().Next(t0.Add(time.Hour))
+		earliest := tick.Add(-p) // the previous tick
+		for e := b.Schedule().Next(tick.Add(-AuthorizeLead - 1)); e.Before(tick); e = b.Schedule().Next(e) {
+			earliest = minTime(earliest, e)
+		}
+		c := *b
+		if c.Authorize(earliest); c.Until.Before(tick) {
+			t.Fatalf("@every %v: the refill of t−%v does not authorize t (until t−%v)", p, tick.Sub(earliest), tick.Sub(c.Until))
+		}
+		if d := tick.Sub(earliest); d < MaxRefillLag {
+			t.Errorf("@every %v: the earliest authorizer is %v before the tick, less than MaxRefillLag %v", p, d, MaxRefillLag)
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // TestLateRefillsWithinTheLeadCostNothing: refills arrive between 0 and
 // some lateness after their ticks, out of order, and a caller takes the
 // bucket's tokens just after each tick. Every tick is granted on the tick as
