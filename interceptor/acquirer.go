@@ -142,6 +142,10 @@ type queue struct {
 	// refill by hand (tb refill) reaches its callers within maxQuiet even
 	// when the bucket's next tick is hours away.
 	quietEnds time.Time
+	// paused lists the IDs of the latest reports that paused the bucket
+	// (at most maxPauseReports): the bucket applies a report once per ID,
+	// and so does this process, so a repeat does not move the pause.
+	paused []string
 	// offset is the random part of spread added to the retry-after of every
 	// caller refused in this quiet spell: callers told the same refill come
 	// back together, in one update, and the processes of a fleet each at

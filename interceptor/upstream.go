@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -243,9 +244,14 @@ func (a *Acquirer) ReportKey(ctx context.Context, k Key, id string, u Upstream) 
 	if u.Pause > 0 && !t.keyed {
 		a.mu.Lock()
 		q := a.queueFor(t)
-		if until := a.now().Add(u.Pause); until.After(q.quiet) {
-			q.quiet, q.quietEnds, q.quietTokens = until, until, -1 // every caller, until the pause ends
-			q.quietAnswer = Decision{}
+		if !slices.Contains(q.paused, id) { // a repeat moves nothing, as in the bucket
+			if q.paused = append(q.paused, id); len(q.paused) > maxPauseReports {
+				q.paused = slices.Delete(q.paused, 0, len(q.paused)-maxPauseReports)
+			}
+			if until := a.now().Add(u.Pause); until.After(q.quiet) {
+				q.quiet, q.quietEnds, q.quietTokens = until, until, -1 // every caller, until the pause ends
+				q.quietAnswer = Decision{}
+			}
 		}
 		a.mu.Unlock()
 	}
@@ -258,6 +264,10 @@ func (a *Acquirer) ReportKey(ctx context.Context, k Key, id string, u Upstream) 
 }
 
 var _ Reporter = (*Acquirer)(nil)
+
+// maxPauseReports bounds how many pausing reports' IDs a process remembers
+// per bucket, to apply each once (queue.paused).
+const maxPauseReports = 16
 
 // pausedUntil returns when a pause of the named bucket that this process
 // reported ends, or zero when there is none.

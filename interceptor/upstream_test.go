@@ -3,7 +3,9 @@ package interceptor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,5 +102,51 @@ func TestGrantArrivingDuringAPauseIsGivenBack(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.settles) != 1 || f.settles[0].Tokens != -2 || f.settles[0].Grant != f.batches[0].Requests[0].ID {
 		t.Errorf("settles %+v, want the 2 tokens of request %q given back", f.settles, f.batches[0].Requests[0].ID)
+	}
+}
+
+// A report sent again under its ID (a retried send, or one attempt reporting
+// twice) moves the process's own pause no more than it moves the bucket's;
+// a report under a new ID does.
+func TestRepeatedReportDoesNotMoveThePause(t *testing.T) {
+	a, err := NewAcquirer(&fakeBucket{respond: grantAll}, AcquirerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clock := time.Now()
+	a.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	start := a.now()
+	report := func(id string) {
+		t.Helper()
+		if err := a.Report(context.Background(), "api", id, Upstream{Pause: 2 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report("r1")
+	advance(time.Second)
+	report("r1")
+	if got := a.pausedUntil("api"); !got.Equal(start.Add(2 * time.Second)) {
+		t.Errorf("after r1 again 1s later: paused until start+%v, want start+2s", got.Sub(start))
+	}
+	report("r2")
+	if got := a.pausedUntil("api"); !got.Equal(start.Add(3 * time.Second)) {
+		t.Errorf("after r2: paused until start+%v, want start+3s", got.Sub(start))
+	}
+	// After the pause, r1 again starts nothing: the bucket applied it once.
+	advance(5 * time.Second)
+	if report("r1"); !a.pausedUntil("api").IsZero() {
+		t.Errorf("r1 once more after the pause: paused until %v, want no pause", a.pausedUntil("api"))
+	}
+	// The IDs remembered are bounded.
+	for i := range 3 * maxPauseReports {
+		report(fmt.Sprint("many-", i))
+	}
+	a.mu.Lock()
+	n := len(a.queues[workflows.BucketID("api")].paused)
+	a.mu.Unlock()
+	if n != maxPauseReports {
+		t.Errorf("%d report IDs remembered, want at most %d", n, maxPauseReports)
 	}
 }
