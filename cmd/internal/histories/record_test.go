@@ -559,7 +559,7 @@ func (r *recorder) authorizedTicks(file, name string, every time.Duration, ahead
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
+		if n := len(desc.Info.RecentActions); !desc.Schedule.State.Paused || n == 0 || desc.Info.RecentActions[n-1].ScheduleTime.After(tick) {
 			t.Fatalf("the Schedule, paused after the tick of %v: paused %t, recent actions %+v", tick, desc.Schedule.State.Paused, desc.Info.RecentActions)
 		}
 		r.rateLimited(t, id, "auth-unauthorized", workflows.AcquireBatch{Requests: []workflows.AcquireRequest{{ID: "auth-late", Cost: 1}}})
