@@ -344,13 +344,14 @@ func TestKeyedShard(t *testing.T) {
 			other = k
 		}
 	}
-	var first, second *updateResult
+	var first, refused, second *updateResult
 	var mid Status
 	var key KeyStatus
 	h.at(100*time.Millisecond, func() {
 		first = h.acquire("u1", keyReq("a1", mine, 1), keyReq("a2", mine, 1), keyReq("a3", mine, 1), keyReq("b1", "greedy-"+mine, 1),
 			keyReq("x", other, 1), keyReq("y", "", 1))
 	})
+	h.at(150*time.Millisecond, func() { refused = h.acquire("u1b", keyReq("y2", "", 1), keyReq("a5", mine, 1)) })
 	h.at(200*time.Millisecond, func() {
 		mid = h.state()
 		v, err := h.env.QueryWorkflow(KeyQuery, mine)
@@ -378,6 +379,10 @@ func TestKeyedShard(t *testing.T) {
 	}
 	if first.resp.Results[4].Invalid == "" || first.resp.Results[5].Invalid == "" {
 		t.Errorf("a key of another shard, and no key: %+v, %+v; want both invalid", first.resp.Results[4], first.resp.Results[5])
+	}
+	// A refusal's message tells of the key's tokens (0), not the shard's.
+	if want := fmt.Sprintf(`bucket "tenant", key %q: 0 tokens left, next refill expected in 850ms`, mine); refused.rejected == nil || !strings.Contains(refused.rejected.Error(), want) {
+		t.Errorf("a key's refusal: %v; want %q", refused.rejected, want)
 	}
 	if kt := first.resp.Results[1].KeyTokens; kt == nil || *kt != 0 {
 		t.Errorf("KeyTokens after the second grant: %v, want 0", kt)

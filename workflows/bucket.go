@@ -231,10 +231,13 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	if ok {
 		return nil
 	}
-	valid := 0
+	valid, first := 0, -1
 	later := time.Duration(0)
 	for i := range outcomes {
 		if outcomes[i].Invalid == "" {
+			if first < 0 {
+				first = i
+			}
 			// The refused come back one after another (see bucket.Comebacks).
 			// Not a keyed shard's: its refusals are per key, and one tenant
 			// would wait behind the refusals of others.
@@ -252,8 +255,14 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 		return invalidRequest(outcomes[0].Invalid)
 	}
 	resp := AcquireResponse{Bucket: b.Spec().Name, Results: outcomes, Tokens: b.Tokens, NextRefill: b.NextRefill(now), LastRefill: b.LastRefill}
+	// The message tells of the first valid request: of its key's tokens on a
+	// keyed shard (the shard's own count means nothing to a caller).
+	who, tokens := fmt.Sprintf("bucket %q", b.Spec().Name), b.Tokens
+	if keyTokens != nil {
+		who, tokens = fmt.Sprintf("bucket %q, key %q", b.Spec().Name, batch.Requests[first].Key), keyTokens[first]
+	}
 	return temporal.NewApplicationErrorWithOptions(
-		fmt.Sprintf("bucket %q: %d tokens left, next refill expected in %v", b.Spec().Name, b.Tokens, (waits[0]+later).Round(time.Millisecond)),
+		fmt.Sprintf("%s: %d tokens left, next refill expected in %v", who, tokens, outcomes[first].RetryAfter.Round(time.Millisecond)),
 		ErrRateLimited,
 		temporal.ApplicationErrorOptions{Details: []any{resp}, Category: temporal.ApplicationErrorCategoryBenign})
 }
