@@ -107,6 +107,8 @@ type bucketWorkflow struct {
 	// state: only refusals, which write no history, read or change it,
 	// nothing recorded depends on it, and a replay starts it from zero.
 	comebacks bucket.Comebacks
+	// fleet counts the processes that ask (see fleet); not workflow state either.
+	fleet fleet
 }
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
@@ -254,7 +256,8 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	if valid == 0 {
 		return invalidRequest(outcomes[0].Invalid)
 	}
-	resp := AcquireResponse{Bucket: b.Spec().Name, Results: outcomes, Tokens: b.Tokens, NextRefill: b.NextRefill(now), LastRefill: b.LastRefill}
+	resp := AcquireResponse{Bucket: b.Spec().Name, Results: outcomes, Tokens: b.Tokens, NextRefill: b.NextRefill(now), LastRefill: b.LastRefill,
+		Processes: w.fleet.saw(batch.Process, now)}
 	// The message tells of the first valid request: of its key's tokens on a
 	// keyed shard (the shard's own count means nothing to a caller).
 	who, tokens := fmt.Sprintf("bucket %q", b.Spec().Name), b.Tokens
@@ -319,7 +322,8 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	if w.in.granted.len() > grantedIDsKept*5/4 || w.in.granted.size() > grantedIDsBytes*5/4 {
 		w.in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	}
-	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick()}
+	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick(),
+		Processes: w.fleet.saw(batch.Process, now)}
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
 		resp.LeaseFor = leaseFor
 	}

@@ -93,6 +93,10 @@ type AcquireBatch struct {
 	// workflow state, so those denials are counted when they are reported
 	// here. A negative count makes the batch invalid.
 	Rejected int64 `json:"rejected,omitempty"`
+	// Process identifies the sender (one ID per Acquirer, at most
+	// MaxIDLength bytes), so the bucket can tell how many processes ask it
+	// (AcquireResponse.Processes). Optional.
+	Process string `json:"process,omitempty"`
 }
 
 // Outcome is the answer to one request.
@@ -132,6 +136,11 @@ type AcquireResponse struct {
 	// it sent the update, on its own monotonic clock, so a clock that
 	// disagrees with the server's never stretches a lease into the next window.
 	LeaseFor time.Duration `json:"leaseFor,omitempty"`
+	// Processes is how many processes sent this bucket batches within
+	// ProcessWindow, at most MaxProcessesSeen (see AcquireBatch.Process): a
+	// hint by which a fleet's Acquirers spread their updates after an idle
+	// spell. A bucket continuing as new counts again from zero.
+	Processes int `json:"processes,omitempty"`
 }
 
 // Settle is the settle signal: a grant's tokens given back (Tokens < 0: the

@@ -1,0 +1,70 @@
+package workflows
+
+import "time"
+
+// Fleet hints: how many processes send a bucket acquire batches.
+const (
+	// MaxProcessesSeen bounds the processes a bucket counts
+	// (AcquireResponse.Processes).
+	MaxProcessesSeen = 256
+	// ProcessWindow: a process is counted until this long after its latest batch.
+	ProcessWindow = time.Minute
+)
+
+// fleet counts the processes that sent acquire batches within ProcessWindow
+// (AcquireBatch.Process), at most MaxProcessesSeen of them: the hint
+// AcquireResponse.Processes. Like comebacks it is not workflow state: the
+// validator counts the batches it refuses too, a replay counts the accepted
+// ones alone, nothing is carried across continue-as-new, and only that hint,
+// in answers, depends on it. A process with an ID longer than MaxIDLength is
+// not counted.
+type fleet struct {
+	seen map[string]time.Time
+}
+
+// saw counts the process that sent a batch at now, and returns how many
+// processes are counted.
+func (f *fleet) saw(process string, now time.Time) int {
+	if process == "" || len(process) > MaxIDLength {
+		return f.count(now)
+	}
+	if f.seen == nil {
+		f.seen = map[string]time.Time{}
+	}
+	if _, ok := f.seen[process]; !ok && len(f.seen) >= MaxProcessesSeen {
+		f.forget(now)
+	}
+	if now.After(f.seen[process]) {
+		f.seen[process] = now
+	}
+	return f.count(now)
+}
+
+// count returns how many processes sent a batch within ProcessWindow of now.
+func (f *fleet) count(now time.Time) int {
+	n := 0
+	for _, t := range f.seen {
+		if now.Sub(t) <= ProcessWindow {
+			n++
+		}
+	}
+	return n
+}
+
+// forget drops the processes outside the window and, if that frees no room,
+// the one seen longest ago (the least ID among equals: the choice does not
+// depend on the map's order).
+func (f *fleet) forget(now time.Time) {
+	oldest := ""
+	for p, t := range f.seen {
+		switch {
+		case now.Sub(t) > ProcessWindow:
+			delete(f.seen, p)
+		case oldest == "" || t.Before(f.seen[oldest]) || t.Equal(f.seen[oldest]) && p < oldest:
+			oldest = p
+		}
+	}
+	if len(f.seen) >= MaxProcessesSeen {
+		delete(f.seen, oldest)
+	}
+}
