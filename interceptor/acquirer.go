@@ -48,6 +48,14 @@ type AcquirerOptions struct {
 	// Default DefaultStartSpread; negative: none, for a process known to be
 	// alone.
 	StartSpread time.Duration
+	// IdleSpread: in a fleet, an update sent to a bucket after its updates
+	// from this process were idle for a second waits a random part of
+	// IdleSpread × processes ÷ 64, at most IdleSpread, where processes is
+	// how many the bucket says ask it (workflows.AcquireResponse.Processes):
+	// a fleet asking again at once, after a quiet spell, reaches the bucket
+	// spread out, as at its start. At most 8 processes never wait. Default
+	// StartSpread (none when that is negative); negative: none.
+	IdleSpread time.Duration
 	// Namespace is the client's namespace, where the buckets run. Default
 	// "default", as for client.Options; the interceptor's Acquirers take
 	// the namespace of the activity.
@@ -109,6 +117,9 @@ type Acquirer struct {
 	// reportDelay, which tests shorten.
 	reportDelay time.Duration
 	metrics     acquirerMetrics
+	// process identifies this Acquirer to the buckets it asks
+	// (workflows.AcquireBatch.Process), which count how many ask them.
+	process string
 
 	mu      sync.Mutex
 	queues  map[string]*queue // by bucket name
@@ -164,6 +175,13 @@ type queue struct {
 	rtt       time.Duration
 	congested bool
 	started   bool // the first batch was paced (see pace)
+	// fleet is how many processes the bucket said ask it
+	// (workflows.AcquireResponse.Processes), as of fleetAt; idle is when the
+	// latest update was answered, or its refused callers were told to come
+	// back (zero once an idle batch is paced).
+	fleet   int
+	fleetAt time.Time
+	idle    time.Time
 }
 
 // maxQuiet bounds how long a process refuses a bucket's callers by itself
@@ -178,6 +196,17 @@ const (
 	// maxPace bounds the wait before the batch that follows a congested
 	// update (see queue.pace).
 	maxPace = 100 * time.Millisecond
+	// A batch sent after the bucket's updates were idle for idleAfter, by a
+	// process of a fleet of more than aloneUpTo processes, waits a random
+	// part of IdleSpread × processes ÷ fullSpreadAt (at most IdleSpread), as
+	// the first batch does (see AcquirerOptions.IdleSpread). A fleet smaller
+	// than Temporal's 10 updates in flight per workflow never waits.
+	idleAfter    = time.Second
+	aloneUpTo    = 8
+	fullSpreadAt = 64
+	// fleetMemory: a count lower than the one remembered replaces it only
+	// once that one is this old (a bucket continuing as new counts from zero).
+	fleetMemory = time.Minute
 	// An update is congested when it takes more than congestedAfter and
 	// more than congestedRTTs times the smoothed round trip.
 	congestedAfter = 50 * time.Millisecond
@@ -213,7 +242,7 @@ func NewAcquirer(c Updater, opts AcquirerOptions) (*Acquirer, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, metrics: newAcquirerMetrics(opts.MetricsHandler), queues: map[string]*queue{},
+	a := &Acquirer{c: c, opts: opts, now: time.Now, reportDelay: reportDelay, metrics: newAcquirerMetrics(opts.MetricsHandler), queues: map[string]*queue{}, process: uuid.NewString(),
 		failures: temporal.NewDefaultFailureConverter(temporal.DefaultFailureConverterOptions{DataConverter: opts.DataConverter})}
 	if s, ok := c.(workflowServicer); ok {
 		a.svc = s.WorkflowService()
@@ -236,6 +265,9 @@ func (o *AcquirerOptions) setDefaults() error {
 	}
 	if o.StartSpread == 0 {
 		o.StartSpread = defaultStartSpread
+	}
+	if o.IdleSpread == 0 {
+		o.IdleSpread = o.StartSpread
 	}
 	if o.Namespace == "" {
 		o.Namespace = client.DefaultNamespace
@@ -392,7 +424,7 @@ func (a *Acquirer) drain(q *queue) {
 			a.mu.Unlock()
 			continue // the top of the loop ends the drain, or finds newcomers
 		}
-		if delay := q.pace(a.opts.StartSpread); delay > 0 {
+		if delay := q.pace(a.opts.StartSpread, a.opts.IdleSpread, a.now()); delay > 0 {
 			a.mu.Unlock()
 			<-time.After(delay) // pacing the updates; callers arriving meanwhile join the batch
 			continue
@@ -431,14 +463,21 @@ func (a *Acquirer) drain(q *queue) {
 }
 
 // pace returns how long to wait before sending the next batch: before the
-// first, a random part of start (AcquirerOptions.StartSpread); after a
-// congested update, a random part of spread, at most maxPace. The
-// Acquirer's mu is held.
-func (q *queue) pace(start time.Duration) time.Duration {
+// first, a random part of start (AcquirerOptions.StartSpread); after an idle
+// spell, in a fleet, a random part of idle (AcquirerOptions.IdleSpread) as
+// the fleet's size says; after a congested update, a random part of spread,
+// at most maxPace. The Acquirer's mu is held.
+func (q *queue) pace(start, idle time.Duration, now time.Time) time.Duration {
 	if !q.started {
 		q.started = true
 		if start > 0 {
 			return rand.N(start)
+		}
+	}
+	if idle > 0 && q.fleet > aloneUpTo && !q.idle.IsZero() && now.Sub(q.idle) >= idleAfter {
+		q.idle = time.Time{}
+		if d := min(idle, idle/fullSpreadAt*time.Duration(q.fleet)); d > 0 {
+			return rand.N(d)
 		}
 	}
 	if !q.congested {
@@ -446,6 +485,20 @@ func (q *queue) pace(start time.Duration) time.Duration {
 	}
 	q.congested = false
 	return rand.N(min(q.spread, maxPace))
+}
+
+// heard takes the bucket's count of the processes that ask it, from an
+// answer received at now that told refused callers to come back within
+// comeback (0: none refused). The Acquirer's mu is held.
+func (q *queue) heard(processes int, comeback time.Duration, now time.Time) {
+	// Callers refused come back when the bucket said, which spaces the
+	// comebacks of a fleet itself (bucket.Comebacks): the idle spell starts
+	// then, or an idle spread would only delay them.
+	q.idle = now.Add(min(comeback, maxQuiet))
+	processes = min(processes, workflows.MaxProcessesSeen) // from the bucket, or from whoever answers for it
+	if processes > 0 && (processes >= q.fleet || now.Sub(q.fleetAt) >= fleetMemory) {
+		q.fleet, q.fleetAt = processes, now
+	}
 }
 
 // jitter returns a random part of spread. The Acquirer's mu is held.
@@ -665,7 +718,7 @@ func (a *Acquirer) send(q *queue, batch []*call, rejected int64, borrow *workflo
 	if borrow != nil {
 		reqs = append(reqs, *borrow)
 	}
-	resp, err := a.update(q, workflows.AcquireBatch{Requests: reqs, Rejected: rejected})
+	resp, err := a.update(q, workflows.AcquireBatch{Requests: reqs, Rejected: rejected, Process: a.process})
 	if denied, ok := bucketDenial(err); ok {
 		resp, err, unreported = denied, nil, rejected
 		for _, c := range batch {
@@ -674,6 +727,15 @@ func (a *Acquirer) send(q *queue, batch []*call, rejected int64, borrow *workflo
 	} else if err != nil {
 		unreported = rejected
 	}
+	comeback := time.Duration(0) // the latest a refused caller is told to come back
+	for i := range min(len(batch), len(resp.Results)) {
+		if r := resp.Results[i]; !r.Granted && r.Invalid == "" && err == nil {
+			comeback = max(comeback, r.RetryAfter)
+		}
+	}
+	a.mu.Lock()
+	q.heard(resp.Processes, comeback, a.now())
+	a.mu.Unlock()
 	if borrow != nil && err == nil && len(resp.Results) == len(reqs) {
 		lent = resp.Results[len(batch)].Granted
 	}

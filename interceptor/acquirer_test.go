@@ -718,3 +718,119 @@ func TestAcquirerSpreadsItsFirstUpdate(t *testing.T) {
 		t.Errorf("first updates waited %v; want them spread over [0, %v)", firsts, spread)
 	}
 }
+
+// TestAcquirerSpreadsAfterIdleInAFleet: an update sent after a second
+// without one waits a random part of IdleSpread × processes ÷ 64 when the
+// bucket says more than 8 processes ask it; a smaller fleet, a busy queue,
+// callers coming back from a refusal (the bucket spaces those) and
+// IdleSpread < 0 never wait; a lower count replaces the one remembered only
+// a minute after it.
+func TestAcquirerSpreadsAfterIdleInAFleet(t *testing.T) {
+	const spread = 300 * time.Millisecond
+	var (
+		mu        sync.Mutex
+		clock     = time.Now()
+		processes = 64
+		refuse    bool
+	)
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	setFleet := func(n int) { mu.Lock(); processes = n; mu.Unlock() }
+	f := &fakeBucket{respond: func(b workflows.AcquireBatch) (workflows.AcquireResponse, error) {
+		if b.Process == "" {
+			t.Error("a batch names no process")
+		}
+		resp, _ := grantAll(b)
+		mu.Lock()
+		resp.Processes = processes
+		if refuse {
+			resp.Results = []workflows.Outcome{{RetryAfter: time.Second}}
+		}
+		mu.Unlock()
+		return resp, nil
+	}}
+	newAcquirer := func(o AcquirerOptions) *Acquirer {
+		a, err := NewAcquirer(f, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+		return a
+	}
+	a := newAcquirer(AcquirerOptions{StartSpread: -1, IdleSpread: spread})
+	n := 0
+	acquire := func(a *Acquirer) time.Duration {
+		n++
+		start := time.Now()
+		mu.Lock()
+		want := !refuse
+		mu.Unlock()
+		if d, err := a.Acquire(context.Background(), "b", fmt.Sprint("r", n), 1); err != nil || d.Granted != want {
+			t.Fatalf("Acquire = %+v, %v; want granted %v", d, err, want)
+		}
+		return time.Since(start)
+	}
+	if d := acquire(a); d > spread/3 { // the first: no StartSpread, and no idle spell yet
+		t.Errorf("the first update waited %v", d)
+	}
+	var waits []time.Duration
+	for range 20 {
+		advance(2 * time.Second)
+		waits = append(waits, acquire(a))
+		advance(100 * time.Millisecond)
+		if d := acquire(a); d > spread/3 {
+			t.Errorf("an update 100 ms after the last waited %v", d)
+		}
+	}
+	slices.Sort(waits)
+	// Uniform over [0, 300ms): 20 draws all below 100ms, or all above 200ms,
+	// happen once in 3^20.
+	if waits[len(waits)-1] < spread/3 || waits[0] > 2*spread/3 || waits[len(waits)-1] > spread+100*time.Millisecond {
+		t.Errorf("64 processes: updates after an idle spell waited %v; want them spread over [0, %v)", waits, spread)
+	}
+	// Refused callers come back when the bucket says, unspread: the idle
+	// spell starts then.
+	for range 10 {
+		mu.Lock()
+		refuse = true
+		mu.Unlock()
+		advance(2 * time.Second)
+		acquire(a) // after an idle spell: spread
+		mu.Lock()
+		refuse = false
+		mu.Unlock()
+		advance(time.Second + 500*time.Millisecond) // told to come back in 1 s
+		if d := acquire(a); d > 30*time.Millisecond {
+			t.Errorf("a caller coming back from a refusal waited %v", d)
+		}
+	}
+	// 16 processes: a quarter of the spread.
+	setFleet(16)
+	advance(2 * time.Second)
+	acquire(a) // the lower count is not taken yet: remembered for a minute
+	advance(fleetMemory)
+	acquire(a) // now it is
+	for range 10 {
+		advance(2 * time.Second)
+		if d := acquire(a); d > spread/4+50*time.Millisecond {
+			t.Errorf("16 processes: an update after an idle spell waited %v; want at most %v", d, spread/4)
+		}
+	}
+	// 8 processes, or IdleSpread < 0: no wait.
+	setFleet(8)
+	advance(fleetMemory)
+	acquire(a)
+	b := newAcquirer(AcquirerOptions{StartSpread: -1})
+	setFleet(64)
+	acquire(b)
+	for range 10 {
+		setFleet(8)
+		advance(2 * time.Second)
+		if d := acquire(a); d > 30*time.Millisecond {
+			t.Errorf("8 processes: an update after an idle spell waited %v", d)
+		}
+		setFleet(64)
+		if d := acquire(b); d > 30*time.Millisecond {
+			t.Errorf("IdleSpread < 0 (StartSpread < 0): an update after an idle spell waited %v", d)
+		}
+	}
+}
