@@ -53,13 +53,14 @@ type Report struct {
 	DrainPhases []DrainPhaseRow `json:"drainPhases,omitempty"` // -long only
 	CAN         *CANResult      `json:"continueAsNew,omitempty"`
 	Fleet       []FleetRow      `json:"fleet,omitempty"`
+	Comeback    []ComebackRow   `json:"comeback,omitempty"`
 	Refill      *RefillResult   `json:"refill,omitempty"`
 	Many        []ManyResult    `json:"manyBuckets,omitempty"`
 	Stacked     *StackedResult  `json:"stacked,omitempty"`
 	Keyed       *KeyedResult    `json:"keyed,omitempty"`
 }
 
-var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "refill", "many", "stacked", "keyed"}
+var scenarios = []string{"overhead", "throughput", "drain", "can", "fleet", "comeback", "refill", "many", "stacked", "keyed"}
 
 // extraScenarios run only when named: phases is tb's drain at six phases of
 // its Schedule (-long drain runs three of them after its comparison rows).
@@ -115,6 +116,8 @@ func main() {
 			report.CAN, err = runCAN(ctx, cfg)
 		case "fleet":
 			report.Fleet, err = runFleet(ctx, cfg)
+		case "comeback":
+			report.Comeback, err = runComeback(ctx, cfg)
 		case "refill":
 			report.Refill, err = runRefill(ctx, cfg)
 		case "many":

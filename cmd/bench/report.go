@@ -112,6 +112,19 @@ func printMarkdown(w io.Writer, r *Report) {
 				fleetGoalProcesses, fleetGoalP99, 100*fleetGoalShare, verdict(len(missed) == 0, strings.Join(missed, ", ")), t.P99ms)
 		}
 	}
+	if len(r.Comeback) > 0 {
+		c0 := r.Comeback[0]
+		fmt.Fprintf(w, "## A fleet asking again at once after an idle spell: processes × %d callers, bucket %s, amount %d, maximum %d; %d rounds, each after %.1f s with the whole fleet idle\n\n",
+			c0.CallersPerProcess, fleetSpec.Schedule, fleetSpec.Amount, fleetSpec.Maximum, c0.Rounds, c0.IdleSeconds)
+		fmt.Fprintf(w, "| processes × callers | p50 (tb / no idle spread) | p99 (tb / no idle spread) | **slowest** (tb / no idle spread) | rounds with a caller over 5 s (tb / no idle spread) | caller errors (tb / no idle spread) | granted (tb / no idle spread) | over-grant (tb / no idle spread) | ResourceExhausted (tb / no idle spread) | updates aborted (tb / no idle spread) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, c := range r.Comeback {
+			t, n := c.TB, c.NoIdleSpread
+			fmt.Fprintf(w, "| %d × %d | %s / %s | %s / %s | **%s** / %s | %d / %d | %d / %d | %d / %d | %d / %d | %d / %d | %d / %d |\n",
+				c.Processes, c.CallersPerProcess, latency(t.P50ms), latency(n.P50ms), latency(t.P99ms), latency(n.P99ms), latency(t.MaxMs), latency(n.MaxMs),
+				t.SlowRounds, n.SlowRounds, t.Errors, n.Errors, t.Granted, n.Granted, t.OverGrant, n.OverGrant, t.ResourceExhausted, n.ResourceExhausted, t.Aborted, n.Aborted)
+		}
+		fmt.Fprintf(w, "\nEach mode runs on a fresh server; a first round starts the processes (in their start spread) and is not counted. In each round every caller acquires one token, all at the same instant. no idle spread is tb's Acquirer with AcquirerOptions.IdleSpread < 0, as it was before the bucket counted the processes that ask it: the fleet's updates reach the bucket at once. Latency is every answered Acquire's, errors included (a caller gives up after the Acquirer's timeout, %v).\n\n", interceptor.DefaultAcquireTimeout)
+	}
 	if f := r.Refill; f != nil {
 		fmt.Fprintf(w, "## Refills on the tick: one bucket %s with its Schedule for %.0f s, read from its history\n\n", f.Schedule, f.Seconds)
 		fmt.Fprintf(w, "| ticks | without a signal | Schedule created (s past a second) | signal lag p50 / p99 / max (each tick waiting for its own) | effective lag p99 / max, the next tick alone authorized (v0.3.0) | **effective lag** p50 / p99 / max (now) |\n|---|---|---|---|---|---|\n")
