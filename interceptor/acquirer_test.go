@@ -359,6 +359,7 @@ func TestAcquirerSendsACongestedUpdateAgainUnderTheSameID(t *testing.T) {
 	for _, congestion := range []error{
 		serviceerror.NewResourceExhausted(enumspb.RESOURCE_EXHAUSTED_CAUSE_CONCURRENT_LIMIT, "limit on number of concurrent in-flight updates has been reached (10)"),
 		serviceerror.NewUnavailable("workflow update was aborted"),
+		serviceerror.NewWorkflowNotReady("Unable to perform workflow execution update due to unexpected workflow task failure."),
 	} {
 		svc := &congestedService{congested: 3, err: congestion}
 		a, err := NewAcquirer(serviceClient{svc: svc}, AcquirerOptions{Namespace: "ns", Timeout: 5 * time.Second})

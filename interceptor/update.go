@@ -40,7 +40,9 @@ import (
 //     admitted after it.
 //
 // So an update is sent once per try and never cut short; a congested answer
-// (ResourceExhausted, Unavailable) doubles the process's spread (which paces
+// (ResourceExhausted, Unavailable, and WorkflowNotReady, with which the
+// server aborts the updates a failed workflow task carried) doubles the
+// process's spread (which paces
 // its later comebacks), and the same update (same ID, answered once) is sent
 // again after a random part of a backoff doubled per congested answer (see
 // maxBackoff): the fleet backs off at its own pace instead of the SDK's.
@@ -95,13 +97,17 @@ func (a *Acquirer) update(q *queue, batch workflows.AcquireBatch) (workflows.Acq
 
 // congested reports whether an update's error is the server's answer to too
 // many updates at once (or to a bucket continuing as new, or a server
-// restarting): worth sending again, later.
+// restarting), or to a workflow task that failed while it carried the
+// update (WorkflowNotReady: the server retries the task, and the update was
+// not applied): worth sending again, later.
 func congested(err error) bool {
-	switch serviceerror.ToStatus(err).Code() {
+	st := serviceerror.ToStatus(err)
+	switch st.Code() {
 	case codes.ResourceExhausted, codes.Unavailable, codes.Aborted:
 		return true
 	}
-	return false
+	var notReady *serviceerror.WorkflowNotReady
+	return errors.As(serviceerror.FromStatus(st), &notReady)
 }
 
 // updateOnce sends the acquire update once and waits for its outcome.

@@ -684,6 +684,24 @@ func TestOverloadKeepsServing(t *testing.T) {
 	}
 	if errTotal > 0 {
 		t.Errorf("callers saw %d errors: %s", errTotal, strings.Join(errText, "; "))
+		// What the bucket's runs recorded of failed workflow tasks, which
+		// abort the updates they carry.
+		runIDs.Range(func(k, _ any) bool {
+			it := s.Client.GetWorkflowHistory(ctx, id, k.(string), false, 0)
+			for it.HasNext() {
+				ev, err := it.Next()
+				if err != nil {
+					break
+				}
+				if a := ev.GetWorkflowTaskFailedEventAttributes(); a != nil {
+					t.Logf("run %s, event %d: workflow task failed: %v: %v", k, ev.GetEventId(), a.GetCause(), a.GetFailure().GetMessage())
+				}
+				if a := ev.GetWorkflowTaskTimedOutEventAttributes(); a != nil {
+					t.Logf("run %s, event %d: workflow task timed out: %v", k, ev.GetEventId(), a.GetTimeoutType())
+				}
+			}
+			return true
+		})
 	}
 	if int64(len(tl.grants))+1 > after.Granted-before.Granted {
 		t.Errorf("callers hold %d grants; the bucket counts %d", len(tl.grants)+1, after.Granted-before.Granted)
