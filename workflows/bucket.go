@@ -107,8 +107,13 @@ type bucketWorkflow struct {
 	// state: only refusals, which write no history, read or change it,
 	// nothing recorded depends on it, and a replay starts it from zero.
 	comebacks bucket.Comebacks
-	// fleet counts the processes that ask (see fleet); not workflow state either.
-	fleet fleet
+	// accepted counts the processes whose batches were accepted: the hint in
+	// accepted answers, which are recorded, and which a replay of the run
+	// gives again. asking counts every batch's process, the validator's
+	// refusals too: the hint in refusals, which are not recorded. Like
+	// comebacks, asking is not workflow state: nothing recorded depends on
+	// it, and a replay counts the accepted batches alone. See fleet.
+	accepted, asking fleet
 }
 
 func newBucketWorkflow(in BucketInput) (*bucketWorkflow, error) {
@@ -257,7 +262,7 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 		return invalidRequest(outcomes[0].Invalid)
 	}
 	resp := AcquireResponse{Bucket: b.Spec().Name, Results: outcomes, Tokens: b.Tokens, NextRefill: b.NextRefill(now), LastRefill: b.LastRefill,
-		Processes: w.fleet.saw(batch.Process, now)}
+		Processes: w.asking.saw(batch.Process, now)}
 	// The message tells of the first valid request: of its key's tokens on a
 	// keyed shard (the shard's own count means nothing to a caller).
 	who, tokens := fmt.Sprintf("bucket %q", b.Spec().Name), b.Tokens
@@ -323,7 +328,8 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 		w.in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	}
 	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick(),
-		Processes: w.fleet.saw(batch.Process, now)}
+		Processes: w.accepted.saw(batch.Process, now)}
+	w.asking.saw(batch.Process, now)
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
 		resp.LeaseFor = leaseFor
 	}

@@ -5,7 +5,8 @@ import "time"
 // Fleet hints: how many processes send a bucket acquire batches.
 const (
 	// MaxProcessesSeen bounds the processes a bucket counts
-	// (AcquireResponse.Processes).
+	// (AcquireResponse.Processes), and holds in memory (twice: see
+	// bucketWorkflow.asking).
 	MaxProcessesSeen = 256
 	// ProcessWindow: a process is counted until this long after its latest batch.
 	ProcessWindow = time.Minute
@@ -13,11 +14,9 @@ const (
 
 // fleet counts the processes that sent acquire batches within ProcessWindow
 // (AcquireBatch.Process), at most MaxProcessesSeen of them: the hint
-// AcquireResponse.Processes. Like comebacks it is not workflow state: the
-// validator counts the batches it refuses too, a replay counts the accepted
-// ones alone, nothing is carried across continue-as-new, and only that hint,
-// in answers, depends on it. A process with an ID longer than MaxIDLength is
-// not counted.
+// AcquireResponse.Processes (a bucket keeps two, see bucketWorkflow.asking).
+// Nothing is carried across continue-as-new: a run counts from zero. A
+// process with an ID longer than MaxIDLength is not counted.
 type fleet struct {
 	seen map[string]time.Time
 }

@@ -5,10 +5,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenbucket/tb/bucket"
 )
 
-// TestBucketCountsItsProcesses: answers, granted or refused, tell how many
-// processes sent batches within ProcessWindow; a batch without a process, or
+// TestBucketCountsItsProcesses: answers tell how many processes sent batches
+// within ProcessWindow: an accepted answer (recorded) those whose batches
+// were accepted, a refusal those refused too; a batch without a process, or
 // with an ID too long, counts nobody.
 func TestBucketCountsItsProcesses(t *testing.T) {
 	h := newHarness(t)
@@ -24,13 +27,14 @@ func TestBucketCountsItsProcesses(t *testing.T) {
 	at(300*time.Millisecond, "u3", batch("p1", req("c", 1)))
 	at(400*time.Millisecond, "u4", batch("", req("d", 1)))
 	at(500*time.Millisecond, "u5", batch(strings.Repeat("x", MaxIDLength+1), req("e", 1)))
-	at(600*time.Millisecond, "u6", batch("p3", req("f", 5))) // refused: 1 token left
+	at(600*time.Millisecond, "u6", batch("p3", req("f", 6))) // refused: 5 tokens left
 	at(ProcessWindow+250*time.Millisecond, "u7", batch("p4", req("g", 1)))
-	h.run(BucketInput{Spec: spec5()}, ProcessWindow+time.Second)
+	h.run(BucketInput{Spec: bucket.Spec{Name: "api", Schedule: "@every 1s", Amount: 10, Maximum: 10}}, ProcessWindow+time.Second)
 
-	// At 60.25 s, p2 (last seen at 0.2 s) is out of the window; p1 (0.3 s)
-	// and p3 (0.6 s, refused) are in it, with p4.
-	want := []int{1, 2, 2, 2, 2, 3, 3}
+	// The refusal counts p3 with p1 and p2. At 60.25 s, p2 (last seen at
+	// 0.2 s) is out of the window, p1 (0.3 s) in it, with p4; p3's batch was
+	// refused, and an accepted answer does not count it.
+	want := []int{1, 2, 2, 2, 2, 3, 2}
 	for i, r := range got {
 		resp := r.resp
 		if r.rejected != nil {

@@ -137,9 +137,11 @@ type AcquireResponse struct {
 	// disagrees with the server's never stretches a lease into the next window.
 	LeaseFor time.Duration `json:"leaseFor,omitempty"`
 	// Processes is how many processes sent this bucket batches within
-	// ProcessWindow, at most MaxProcessesSeen (see AcquireBatch.Process): a
-	// hint by which a fleet's Acquirers spread their updates after an idle
-	// spell. A bucket continuing as new counts again from zero.
+	// ProcessWindow, at most MaxProcessesSeen (see AcquireBatch.Process): in
+	// an accepted answer, those whose batches were accepted (what a replay
+	// of the run gives again); in a refusal, those whose batches were
+	// refused too. A hint by which a fleet's Acquirers spread their updates
+	// after an idle spell. A bucket continuing as new counts again from zero.
 	Processes int `json:"processes,omitempty"`
 }
 
