@@ -261,8 +261,9 @@ func (w *bucketWorkflow) validateAcquire(ctx workflow.Context, batch AcquireBatc
 	if valid == 0 {
 		return invalidRequest(outcomes[0].Invalid)
 	}
+	w.asking.see(batch.Process, now)
 	resp := AcquireResponse{Bucket: b.Spec().Name, Results: outcomes, Tokens: b.Tokens, NextRefill: b.NextRefill(now), LastRefill: b.LastRefill,
-		Processes: w.asking.saw(batch.Process, now)}
+		Processes: w.asking.count(now)}
 	// The message tells of the first valid request: of its key's tokens on a
 	// keyed shard (the shard's own count means nothing to a caller).
 	who, tokens := fmt.Sprintf("bucket %q", b.Spec().Name), b.Tokens
@@ -327,9 +328,10 @@ func (w *bucketWorkflow) acquire(ctx workflow.Context, batch AcquireBatch) (Acqu
 	if w.in.granted.len() > grantedIDsKept*5/4 || w.in.granted.size() > grantedIDsBytes*5/4 {
 		w.in.granted.trim(now, w.grantedMaxAge(), grantedIDsKept, grantedIDsBytes)
 	}
+	w.accepted.see(batch.Process, now)
+	w.asking.see(batch.Process, now)
 	resp := AcquireResponse{Results: outcomes, Tokens: w.b.Tokens, NextRefill: w.b.NextRefill(now), LastRefill: w.b.LastRefill, NextTick: w.b.NextTick(),
-		Processes: w.accepted.saw(batch.Process, now)}
-	w.asking.saw(batch.Process, now)
+		Processes: w.accepted.count(now)}
 	if leaseFor > 0 && workflow.GetVersion(ctx, changeLeaseFor, workflow.DefaultVersion, 1) >= 1 {
 		resp.LeaseFor = leaseFor
 	}

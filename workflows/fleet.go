@@ -21,11 +21,10 @@ type fleet struct {
 	seen map[string]time.Time
 }
 
-// saw counts the process that sent a batch at now, and returns how many
-// processes are counted.
-func (f *fleet) saw(process string, now time.Time) int {
+// see counts the process that sent a batch at now.
+func (f *fleet) see(process string, now time.Time) {
 	if process == "" || len(process) > MaxIDLength {
-		return f.count(now)
+		return
 	}
 	if f.seen == nil {
 		f.seen = map[string]time.Time{}
@@ -36,7 +35,6 @@ func (f *fleet) saw(process string, now time.Time) int {
 	if now.After(f.seen[process]) {
 		f.seen[process] = now
 	}
-	return f.count(now)
 }
 
 // count returns how many processes sent a batch within ProcessWindow of now.

@@ -61,7 +61,8 @@ func TestFleetStaysBounded(t *testing.T) {
 	now := t0
 	for i := range 3 * MaxProcessesSeen {
 		now = now.Add(time.Millisecond)
-		if n := f.saw(fmt.Sprint("p", i), now); n > MaxProcessesSeen {
+		f.see(fmt.Sprint("p", i), now)
+		if n := f.count(now); n > MaxProcessesSeen {
 			t.Fatalf("after %d processes, %d counted", i+1, n)
 		}
 	}
@@ -76,14 +77,15 @@ func TestFleetStaysBounded(t *testing.T) {
 	// Seen together: the least ID goes first.
 	var g fleet
 	for i := range MaxProcessesSeen {
-		g.saw(fmt.Sprintf("q%03d", i), t0)
+		g.see(fmt.Sprintf("q%03d", i), t0)
 	}
-	g.saw("new", t0)
+	g.see("new", t0)
 	if _, ok := g.seen["q000"]; ok || len(g.seen) != MaxProcessesSeen {
 		t.Errorf("among processes seen at once, q000 should go first: %d held, q000 kept %v", len(g.seen), ok)
 	}
 	// Out of the window, all go at once.
-	if n := g.saw("late", t0.Add(ProcessWindow+time.Second)); n != 1 || len(g.seen) != 1 {
+	g.see("late", t0.Add(ProcessWindow+time.Second))
+	if n := g.count(t0.Add(ProcessWindow + time.Second)); n != 1 || len(g.seen) != 1 {
 		t.Errorf("after the window: %d counted, %d held; want 1", n, len(g.seen))
 	}
 }
